@@ -1,0 +1,393 @@
+//! The configuration: one YAML file (default [`DEFAULT_CONFIG_PATH`]).
+//!
+//! Precedence, once: `--config PATH` on the command line, else `$MARGO_AGENT_CONFIG`, else the
+//! default path. Every key, with its default, is documented in `examples/config.yaml`; the
+//! defaults live in the `Default` impls below and nowhere else. Unknown keys are refused
+//! (a misspelt `pol_interval` must not silently leave polling at its default), and every
+//! value is validated once, at load, so the rest of the agent never sees an invalid config.
+
+use crate::oci::reference::Reference;
+use crate::units::{format_duration, parse_duration};
+use serde::{Deserialize, Deserializer};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/margo-agent/config.yaml";
+/// A config file larger than this is refused (it is hand-written YAML, never this big).
+pub const CONFIG_MAX_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is larger than {CONFIG_MAX_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("config file {path} is invalid: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("config file {path}: key {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The device id reported to the WFM and used in labels; default: `/etc/machine-id`.
+    pub device_id: Option<String>,
+    /// Where desired state comes from.
+    pub desired_state: DesiredState,
+    /// Registry endpoints: credentials and transport per host.
+    pub registries: Vec<Registry>,
+    /// Trust store.
+    pub tls: Tls,
+    /// The Podman service.
+    pub podman: Podman,
+    /// The one state file.
+    pub state_file: PathBuf,
+    /// Unpacked packages and downloads in progress.
+    pub work_dir: PathBuf,
+    /// `error|warning|notice|info|debug`.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            device_id: None,
+            desired_state: DesiredState::default(),
+            registries: Vec::new(),
+            tls: Tls::default(),
+            podman: Podman::default(),
+            state_file: PathBuf::from("/var/lib/margo-agent/state.json"),
+            work_dir: PathBuf::from("/var/lib/margo-agent/work"),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// The desired-state source (an OCI artifact in a registry).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DesiredState {
+    /// `registry/repository[:tag]`; the tag defaults to `latest`. Required for `run`.
+    pub reference: String,
+    /// Time between polls of the tag.
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// A random delay up to this is added to each interval, so a fleet does not poll in step.
+    #[serde(deserialize_with = "duration")]
+    pub poll_jitter: Duration,
+    /// Longest wait between retries while the source is unreachable (backoff doubles up to it).
+    #[serde(deserialize_with = "duration")]
+    pub retry_max: Duration,
+}
+
+impl Default for DesiredState {
+    fn default() -> Self {
+        DesiredState {
+            reference: String::new(),
+            poll_interval: Duration::from_secs(60),
+            poll_jitter: Duration::from_secs(10),
+            retry_max: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Settings for one registry host (`host` or `host:port`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Registry {
+    pub host: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Read the password from this file instead (keeps secrets out of the config).
+    pub password_file: Option<PathBuf>,
+    /// Speak plain HTTP to this host. Default false: TLS everywhere.
+    pub plain_http: bool,
+}
+
+/// Trust store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// The system CA bundle; ignored when the file does not exist.
+    pub ca_bundle: PathBuf,
+    /// Extra CA certificates (PEM files) trusted in addition.
+    pub extra_ca: Vec<PathBuf>,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            ca_bundle: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+            extra_ca: Vec::new(),
+        }
+    }
+}
+
+/// The Podman REST service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Podman {
+    /// libpod API socket.
+    pub socket: PathBuf,
+    /// Deadline of one API call (create, start, inspect, …).
+    #[serde(deserialize_with = "duration")]
+    pub call_timeout: Duration,
+    /// Deadline of one image pull.
+    #[serde(deserialize_with = "duration")]
+    pub pull_timeout: Duration,
+    /// Grace time given to a container to stop before it is killed.
+    #[serde(deserialize_with = "duration")]
+    pub stop_timeout: Duration,
+}
+
+impl Default for Podman {
+    fn default() -> Self {
+        Podman {
+            socket: PathBuf::from("/run/podman/podman.sock"),
+            call_timeout: Duration::from_secs(60),
+            pull_timeout: Duration::from_secs(15 * 60),
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// Where the config is read from: `--config`, else `$MARGO_AGENT_CONFIG`, else the default.
+    pub fn path_from(cli: Option<&Path>) -> PathBuf {
+        if let Some(p) = cli {
+            return p.to_path_buf();
+        }
+        match std::env::var_os("MARGO_AGENT_CONFIG") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from(DEFAULT_CONFIG_PATH),
+        }
+    }
+
+    /// Reads, parses and validates the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if meta.len() > CONFIG_MAX_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(path, &text)
+    }
+
+    /// Parses and validates YAML text (`path` only names the source in errors).
+    pub fn from_yaml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                reason: one_line(&e.to_string()),
+            })?
+        };
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
+        if !self.desired_state.reference.is_empty() {
+            Reference::parse(&self.desired_state.reference)
+                .map_err(|e| invalid("desired_state.reference", e.to_string()))?;
+        }
+        if self.desired_state.poll_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "desired_state.poll_interval",
+                format!(
+                    "{} is below the 1s minimum",
+                    format_duration(self.desired_state.poll_interval)
+                ),
+            ));
+        }
+        for (i, r) in self.registries.iter().enumerate() {
+            if r.host.is_empty() || r.host.contains('/') {
+                return Err(invalid(
+                    &format!("registries[{i}].host"),
+                    "must be host or host:port".into(),
+                ));
+            }
+            if r.password.is_some() && r.password_file.is_some() {
+                return Err(invalid(
+                    &format!("registries[{i}]"),
+                    "set password or password_file, not both".into(),
+                ));
+            }
+            if r.username.is_none() && (r.password.is_some() || r.password_file.is_some()) {
+                return Err(invalid(
+                    &format!("registries[{i}].username"),
+                    "a password needs a username".into(),
+                ));
+            }
+        }
+        if let Some(id) = &self.device_id {
+            if id.is_empty() || id.len() > 128 {
+                return Err(invalid("device_id", "must be 1 to 128 characters".into()));
+            }
+        }
+        if crate::journal::Level::parse(&self.log_level).is_none() {
+            return Err(invalid(
+                "log_level",
+                format!(
+                    "{:?} is not one of error, warning, notice, info, debug",
+                    self.log_level
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The desired-state reference, which `run` requires.
+    pub fn source_reference(&self) -> Result<Reference, String> {
+        if self.desired_state.reference.is_empty() {
+            return Err("desired_state.reference is not set; margo-agent has no source of desired state".into());
+        }
+        Reference::parse(&self.desired_state.reference).map_err(|e| e.to_string())
+    }
+
+    /// The settings for a registry host, if any.
+    pub fn registry(&self, host: &str) -> Option<&Registry> {
+        self.registries.iter().find(|r| r.host == host)
+    }
+
+    /// Whether `host` is to be spoken to over plain HTTP.
+    pub fn plain_http(&self, host: &str) -> bool {
+        self.registry(host).is_some_and(|r| r.plain_http)
+    }
+
+    /// Username and password for `host`, reading `password_file` when set.
+    pub fn credentials(&self, host: &str) -> Result<Option<(String, String)>, String> {
+        let Some(r) = self.registry(host) else {
+            return Ok(None);
+        };
+        let Some(user) = &r.username else {
+            return Ok(None);
+        };
+        let password = match (&r.password, &r.password_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read password_file {} for {host}: {e}", f.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+            (None, None) => String::new(),
+        };
+        Ok(Some((user.clone(), password)))
+    }
+
+    /// The device id: configured, else `/etc/machine-id`, else the hostname.
+    pub fn device_id(&self) -> String {
+        if let Some(id) = &self.device_id {
+            return id.clone();
+        }
+        for f in ["/etc/machine-id", "/proc/sys/kernel/hostname"] {
+            if let Ok(s) = std::fs::read_to_string(f) {
+                let s = s.trim();
+                if !s.is_empty() {
+                    return s.to_string();
+                }
+            }
+        }
+        "unknown-device".into()
+    }
+}
+
+/// Library error texts may span lines (snippets); the journal wants one.
+pub fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(Path::new("test.yaml"), text)
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.podman.socket, PathBuf::from("/run/podman/podman.sock"));
+        assert_eq!(c.state_file, PathBuf::from("/var/lib/margo-agent/state.json"));
+        assert_eq!(c.desired_state.poll_interval, Duration::from_secs(60));
+        assert!(c.registries.is_empty());
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../examples/config.yaml");
+        let c = parse(text).unwrap();
+        assert!(c.source_reference().is_ok());
+    }
+
+    #[test]
+    fn rejects_unknown_key_naming_it() {
+        let err = parse("desired_state:\n  pol_interval: 5s\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("pol_interval"), "{msg}");
+        assert!(msg.contains("test.yaml"), "{msg}");
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_key() {
+        let err = parse("desired_state:\n  reference: 'Reg/UP'\n").unwrap_err();
+        assert!(err.to_string().contains("desired_state.reference"));
+        let err = parse("desired_state:\n  poll_interval: 10x\n").unwrap_err();
+        assert!(err.to_string().contains("10x"), "{err}");
+        let err = parse("registries:\n  - host: a.b/c\n").unwrap_err();
+        assert!(err.to_string().contains("registries[0].host"));
+        let err = parse("log_level: loud\n").unwrap_err();
+        assert!(err.to_string().contains("log_level"));
+    }
+
+    #[test]
+    fn credentials_come_from_password_file() {
+        let dir = std::env::temp_dir().join(format!("margo-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let c = parse(&format!(
+            "registries:\n  - host: r.example:5000\n    username: u\n    password_file: {}\n",
+            pw.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            c.credentials("r.example:5000").unwrap(),
+            Some(("u".into(), "s3cret".into()))
+        );
+        assert_eq!(c.credentials("other").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
