@@ -1,6 +1,236 @@
-//! Command line.
+//! Command line: `margo-agent [--config PATH] <command>`.
+//!
+//! Commands: `run` (daemon), `run --once`, `status [--json]`, `check-config`, `publish`,
+//! `version`. Parsing is by hand: a handful of flags do not earn an argument-parser crate.
+
+use crate::config::Config;
+use crate::daemon::{self, exit};
+use crate::journal::{self, Level, Target};
+use crate::state::{self, State};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+const USAGE: &str = "\
+usage: margo-agent [--config PATH] <command> [options]
+
+commands:
+  run [--once]          run the agent (daemon); --once: one reconcile, exit code tells the outcome
+  status [--json]       show what is applied and each deployment's state (from the state file)
+  check-config          validate the config file and print the effective settings
+  publish [options] FILE...
+                        pack ApplicationDeployment YAML files into the desired-state OCI artifact
+                        and push it (see `margo-agent publish --help`)
+  version               print the version
+
+The config is read from --config, else $MARGO_AGENT_CONFIG, else /etc/margo-agent/config.yaml.
+Exit codes: 0 converged, 1 apply failed, 2 usage, 3 config invalid, 4 source unreachable,
+5 desired state invalid, 6 Podman unavailable, 7 state file error.";
+
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    ExitCode::from(dispatch(&args))
+}
+
+fn dispatch(args: &[String]) -> u8 {
+    let mut config_path: Option<PathBuf> = None;
+    let mut rest = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--config" | "-c" => {
+                let Some(p) = args.get(i + 1) else {
+                    eprintln!("--config needs a path\n\n{USAGE}");
+                    return exit::USAGE;
+                };
+                config_path = Some(PathBuf::from(p));
+                i += 2;
+            }
+            a if a.starts_with("--config=") => {
+                config_path = Some(PathBuf::from(&a["--config=".len()..]));
+                i += 1;
+            }
+            _ => {
+                rest.push(args[i].clone());
+                i += 1;
+            }
+        }
+    }
+    let Some((command, opts)) = rest.split_first() else {
+        eprintln!("{USAGE}");
+        return exit::USAGE;
+    };
+    let path = Config::path_from(config_path.as_deref());
+    match command.as_str() {
+        "run" => {
+            let once = match opts {
+                [] => false,
+                [o] if o == "--once" => true,
+                _ => {
+                    eprintln!("run takes only --once\n\n{USAGE}");
+                    return exit::USAGE;
+                }
+            };
+            let config = match load(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            journal::init(
+                Target::Auto,
+                Level::parse(&config.log_level).unwrap_or(Level::Info),
+            );
+            if once {
+                daemon::run_once(config)
+            } else {
+                daemon::run(&path, config)
+            }
+        }
+        "status" => status(&path, opts),
+        "check-config" => match load(&path) {
+            Ok(c) => {
+                println!("config {} is valid", path.display());
+                println!("  desired state: {}", or_unset(&c.desired_state.reference));
+                println!(
+                    "  poll: every {} + up to {} jitter, retries back off to {}",
+                    crate::units::format_duration(c.desired_state.poll_interval),
+                    crate::units::format_duration(c.desired_state.poll_jitter),
+                    crate::units::format_duration(c.desired_state.retry_max)
+                );
+                println!("  podman socket: {}", c.podman.socket.display());
+                println!("  state file: {}", c.state_file.display());
+                println!("  work dir: {}", c.work_dir.display());
+                println!("  device id: {}", c.device_id());
+                for r in &c.registries {
+                    println!(
+                        "  registry {}: {}{}",
+                        r.host,
+                        if r.plain_http { "plain HTTP" } else { "HTTPS" },
+                        if r.username.is_some() {
+                            ", with credentials"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                exit::OK
+            }
+            Err(code) => code,
+        },
+        "publish" => crate::publish::main(opts, config_path.as_deref()),
+        "version" | "--version" | "-V" => {
+            println!("margo-agent {}", env!("CARGO_PKG_VERSION"));
+            exit::OK
+        }
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            exit::OK
+        }
+        other => {
+            eprintln!("unknown command {other:?}\n\n{USAGE}");
+            exit::USAGE
+        }
+    }
+}
+
+fn or_unset(s: &str) -> &str {
+    if s.is_empty() { "(not set)" } else { s }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, u8> {
+    Config::load(path).map_err(|e| {
+        // Before the journal is set up: stderr, with the priority prefix journald reads.
+        journal::init(Target::Auto, Level::Info);
+        journal::error(&format!("{e}; margo-agent cannot start"), &[]);
+        exit::CONFIG
+    })
+}
+
+fn status(path: &std::path::Path, opts: &[String]) -> u8 {
+    let json = match opts {
+        [] => false,
+        [o] if o == "--json" => true,
+        _ => {
+            eprintln!("status takes only --json\n\n{USAGE}");
+            return exit::USAGE;
+        }
+    };
+    let state_path = match Config::load(path) {
+        Ok(c) => c.state_file,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::CONFIG;
+        }
+    };
+    let state = match state::read(&state_path) {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("state file {}: {e}", state_path.display());
+            return exit::STATE;
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&state).unwrap_or_else(|_| "{}".into())
+        );
+    } else {
+        print!("{}", status_table(&state));
+    }
+    exit::OK
+}
+
+/// The human view of the state file.
+pub fn status_table(state: &State) -> String {
+    let mut out = String::new();
+    let src = &state.source;
+    out.push_str(&format!(
+        "source:   {}\napplied:  {}{}\n",
+        or_unset(&src.reference),
+        src.applied
+            .as_ref()
+            .map_or("(nothing yet)".to_string(), |d| d.to_string()),
+        src.applied_version
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default()
+    ));
+    if let (Some(d), Some(e)) = (&src.rejected, &src.rejected_error) {
+        out.push_str(&format!("rejected: {d}: {} {}\n", e.code, e.message));
+    }
+    out.push('\n');
+    if state.deployments.is_empty() {
+        out.push_str("no deployments\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "{:<38} {:<24} {:<11} {}\n",
+        "DEPLOYMENT", "COMPONENT", "STATE", "ERROR"
+    ));
+    for (id, d) in &state.deployments {
+        let err = d
+            .error
+            .as_ref()
+            .map(|e| format!("{}: {}", e.code, e.message))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<38} {:<24} {:<11} {}\n",
+            id,
+            "",
+            d.phase.as_str(),
+            err
+        ));
+        for (name, c) in &d.components {
+            let err = c
+                .error
+                .as_ref()
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{:<38} {:<24} {:<11} {}\n",
+                "",
+                name,
+                c.phase.as_str(),
+                err
+            ));
+        }
+    }
+    out
 }

@@ -248,10 +248,10 @@ impl Config {
                 ));
             }
         }
-        if let Some(id) = &self.device_id {
-            if id.is_empty() || id.len() > 128 {
-                return Err(invalid("device_id", "must be 1 to 128 characters".into()));
-            }
+        if let Some(id) = &self.device_id
+            && (id.is_empty() || id.len() > 128)
+        {
+            return Err(invalid("device_id", "must be 1 to 128 characters".into()));
         }
         if crate::journal::Level::parse(&self.log_level).is_none() {
             return Err(invalid(
@@ -268,7 +268,10 @@ impl Config {
     /// The desired-state reference, which `run` requires.
     pub fn source_reference(&self) -> Result<Reference, String> {
         if self.desired_state.reference.is_empty() {
-            return Err("desired_state.reference is not set; margo-agent has no source of desired state".into());
+            return Err(
+                "desired_state.reference is not set; margo-agent has no source of desired state"
+                    .into(),
+            );
         }
         Reference::parse(&self.desired_state.reference).map_err(|e| e.to_string())
     }
@@ -340,7 +343,10 @@ mod tests {
     fn empty_file_gives_documented_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.podman.socket, PathBuf::from("/run/podman/podman.sock"));
-        assert_eq!(c.state_file, PathBuf::from("/var/lib/margo-agent/state.json"));
+        assert_eq!(
+            c.state_file,
+            PathBuf::from("/var/lib/margo-agent/state.json")
+        );
         assert_eq!(c.desired_state.poll_interval, Duration::from_secs(60));
         assert!(c.registries.is_empty());
     }

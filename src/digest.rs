@@ -197,12 +197,27 @@ mod tests {
     #[test]
     fn rejects_uppercase_short_and_foreign_digests() {
         let upper = format!("sha256:{}", "A".repeat(64));
-        assert!(matches!(Digest::parse(&upper), Err(DigestError::Malformed(_))));
-        assert!(matches!(Digest::parse("sha256:abc"), Err(DigestError::Malformed(_))));
-        assert!(matches!(Digest::parse("md5:abc"), Err(DigestError::Malformed(_))));
-        assert!(matches!(Digest::parse("nocolon"), Err(DigestError::Malformed(_))));
+        assert!(matches!(
+            Digest::parse(&upper),
+            Err(DigestError::Malformed(_))
+        ));
+        assert!(matches!(
+            Digest::parse("sha256:abc"),
+            Err(DigestError::Malformed(_))
+        ));
+        assert!(matches!(
+            Digest::parse("md5:abc"),
+            Err(DigestError::Malformed(_))
+        ));
+        assert!(matches!(
+            Digest::parse("nocolon"),
+            Err(DigestError::Malformed(_))
+        ));
         let s512 = format!("sha512:{}", "a".repeat(128));
-        assert!(matches!(Digest::parse(&s512), Err(DigestError::Unsupported(_))));
+        assert!(matches!(
+            Digest::parse(&s512),
+            Err(DigestError::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -78,10 +78,10 @@ pub fn trust_roots(
     extra: &[PathBuf],
 ) -> Result<Arc<Vec<Certificate<'static>>>, HttpError> {
     let mut roots = Vec::new();
-    if let Some(bundle) = system_bundle {
-        if bundle.exists() {
-            roots.extend(load_pem_certs(bundle)?);
-        }
+    if let Some(bundle) = system_bundle
+        && bundle.exists()
+    {
+        roots.extend(load_pem_certs(bundle)?);
     }
     for path in extra {
         roots.extend(load_pem_certs(path)?);

@@ -221,10 +221,10 @@ pub fn notify(state: &str) -> bool {
 /// this process (`WATCHDOG_PID` absent or ours).
 pub fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.parse::<u32>().ok()? != std::process::id() {
-            return None;
-        }
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok()? != std::process::id()
+    {
+        return None;
     }
     (usec > 0).then(|| Duration::from_micros(usec))
 }
@@ -265,7 +265,11 @@ mod tests {
         let client = UnixDatagram::unbound().unwrap();
         client.connect(&path).unwrap();
         client
-            .send(&journal_datagram(Level::Info, "hello", &[("DIGEST", "sha256:x")]))
+            .send(&journal_datagram(
+                Level::Info,
+                "hello",
+                &[("DIGEST", "sha256:x")],
+            ))
             .unwrap();
         let mut buf = [0u8; 256];
         let n = server.recv(&mut buf).unwrap();

@@ -57,7 +57,7 @@ pub fn format_duration(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut secs = d.as_secs();
@@ -86,7 +86,9 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     if num_len == 0 {
-        return Err(format!("size {s:?} is not a number with an optional unit (k, m, g)"));
+        return Err(format!(
+            "size {s:?} is not a number with an optional unit (k, m, g)"
+        ));
     }
     let value: f64 = t[..num_len]
         .parse()
