@@ -1,32 +1,655 @@
-//! (in progress)
+//! One reconcile pass: source → model → plan → apply → report.
+//!
+//! 1. Poll the source. Unchanged: the pass ends after one HEAD request, with no disk write and
+//!    no Podman call. Unreachable: nothing changes, the daemon retries with backoff.
+//! 2. Parse and validate every document. Anything invalid refuses the whole revision
+//!    (`ERR_DESIRED_STATE_INVALID`, …): it is recorded as rejected, logged once, and the
+//!    running workloads stay exactly as they were.
+//! 3. Per deployment: new → install, changed (canonical digest differs, or it had failed) →
+//!    update, unchanged → nothing, missing → remove. Deployments move Pending → Installing →
+//!    Installed | Failed, each transition written to the state file and the journal.
+//! 4. The revision is recorded as applied only when every deployment converged; otherwise the
+//!    next poll tries again (an idempotent apply makes no Podman writes for what converged).
+//!
+//! Containers are also found by their labels (`org.margo.device-id`, `org.margo.deployment-id`),
+//! so a lost or corrupt state file does not orphan workloads: deployments Podman runs that the
+//! desired state no longer names are removed all the same.
+
+use crate::compose::apply::{self, ImageAccess};
+use crate::compose::libpod::CreateContext;
 use crate::config::Config;
+use crate::daemon::exit;
+use crate::digest::Digest;
+use crate::journal;
+use crate::model::{self, ApplicationDeployment};
+use crate::oci::OciClient;
+use crate::package::{self, fetch};
+use crate::podman::{Podman, PullAuth, Timeouts};
+use crate::source::oci::{Known, OciSource};
+use crate::source::{Polled, SourceError};
+use crate::state::{ComponentRecord, DeploymentRecord, Failure, Loaded, Phase, State, StateFile};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+pub const LABEL_DEPLOYMENT: &str = "org.margo.deployment-id";
+pub const LABEL_COMPONENT: &str = "org.margo.component";
+pub const LABEL_DEVICE: &str = "org.margo.device-id";
+pub const LABEL_MANAGED_BY: &str = "org.margo.managed-by";
+pub const MANAGED_BY: &str = "margo-agent";
+/// Largest compose file read from a package.
+pub const COMPOSE_FILE_MAX_BYTES: u64 = 1024 * 1024;
+
+/// How a pass ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Converged,
+    Unchanged,
+    Converged { changed: usize },
+    Invalid(Failure),
+    ApplyFailed { failed: usize },
     SourceUnreachable(String),
     PodmanUnavailable(String),
+    State(String),
 }
+
 impl Outcome {
     pub fn exit_code(&self) -> u8 {
-        0
+        match self {
+            Outcome::Unchanged | Outcome::Converged { .. } => exit::OK,
+            Outcome::ApplyFailed { .. } => exit::APPLY_FAILED,
+            Outcome::Invalid(_) => exit::INVALID_DESIRED_STATE,
+            Outcome::SourceUnreachable(_) => exit::SOURCE_UNREACHABLE,
+            Outcome::PodmanUnavailable(_) => exit::PODMAN_UNAVAILABLE,
+            Outcome::State(_) => exit::STATE,
+        }
     }
+
+    /// One line for `systemctl status` (sd_notify STATUS=).
     pub fn summary(&self) -> String {
-        String::new()
+        match self {
+            Outcome::Unchanged => "desired state unchanged; workloads converged".into(),
+            Outcome::Converged { changed } => format!("converged ({changed} deployments changed)"),
+            Outcome::Invalid(f) => format!("desired state refused: {}", f.code),
+            Outcome::ApplyFailed { failed } => format!("{failed} deployments failed"),
+            Outcome::SourceUnreachable(_) => "desired-state source unreachable; retrying".into(),
+            Outcome::PodmanUnavailable(_) => "Podman unavailable; retrying".into(),
+            Outcome::State(_) => "state file not writable".into(),
+        }
     }
 }
+
+/// Pull credentials and TLS for Podman from the config's `registries`.
+struct ConfigImageAccess<'a>(&'a Config);
+
+impl ImageAccess for ConfigImageAccess<'_> {
+    fn pull_auth(&self, registry: &str) -> Option<PullAuth> {
+        let (username, password) = self.0.credentials(registry).ok().flatten()?;
+        Some(PullAuth {
+            username,
+            password,
+            server: registry.to_string(),
+        })
+    }
+    fn tls_verify(&self, registry: &str) -> bool {
+        !self.0.plain_http(registry)
+    }
+}
+
+/// The agent between passes.
 pub struct Agent {
     config: Config,
+    device_id: String,
+    oci: OciClient,
+    source: OciSource,
+    state_file: StateFile,
+    state: State,
+    podman: Option<Podman>,
+    last_source_error: Option<String>,
 }
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Agent {
+    /// Builds the agent from a validated config; the error is the process exit code (the
+    /// reason is already in the journal).
     pub fn start(config: Config) -> Result<Agent, u8> {
-        Ok(Agent { config })
+        let reference = config.source_reference().map_err(|e| {
+            journal::error(&format!("{e}; margo-agent cannot start"), &[]);
+            exit::CONFIG
+        })?;
+        let (oci, _) = Self::registry_client(&config).map_err(|e| {
+            journal::error(&format!("{e}; margo-agent cannot start"), &[]);
+            exit::CONFIG
+        })?;
+        let (state_file, mut state, loaded) =
+            StateFile::open(&config.state_file, now_unix()).map_err(|e| {
+                journal::error(&e.to_string(), &[]);
+                exit::STATE
+            })?;
+        if let Loaded::MovedAside(aside, reason) = &loaded {
+            journal::error(
+                &format!(
+                    "state file {} was unreadable ({reason}); moved to {} and starting from an empty state; running workloads are found again by their labels",
+                    config.state_file.display(),
+                    aside.display()
+                ),
+                &[],
+            );
+        }
+        state.source.reference = reference.to_string();
+        let device_id = config.device_id();
+        journal::info(
+            &format!(
+                "margo-agent {} started: device {device_id:?}, desired state {reference}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            &[],
+        );
+        Ok(Agent {
+            source: OciSource::new(reference),
+            device_id,
+            oci,
+            state_file,
+            state,
+            podman: None,
+            last_source_error: None,
+            config,
+        })
     }
-    pub fn reconcile(&mut self) -> Outcome {
-        Outcome::Converged
+
+    fn registry_client(config: &Config) -> Result<(OciClient, ()), String> {
+        let roots = crate::http::trust_roots(Some(&config.tls.ca_bundle), &config.tls.extra_ca)
+            .map_err(|e| e.to_string())?;
+        let client = OciClient::from_config(crate::http::client(&roots), config)
+            .map_err(|e| e.to_string())?;
+        Ok((client, ()))
     }
-    pub fn reload(&mut self, c: Config) {
-        self.config = c;
-    }
+
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Takes a reloaded config (SIGHUP). Settings that cannot change at runtime (state file
+    /// path) keep their old value, with a journal line.
+    pub fn reload(&mut self, config: Config) {
+        if config.state_file != self.config.state_file {
+            journal::warn("state_file cannot change without a restart; keeping the old path", &[]);
+        }
+        match (config.source_reference(), Self::registry_client(&config)) {
+            (Ok(r), Ok((oci, ()))) => {
+                self.source = OciSource::new(r);
+                self.oci = oci;
+                self.podman = None;
+                let state_file = self.config.state_file.clone();
+                self.config = config;
+                self.config.state_file = state_file;
+                if let Some(l) = journal::Level::parse(&self.config.log_level) {
+                    journal::set_level(l);
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                journal::error(&format!("config reload refused: {e}; keeping the running config"), &[]);
+            }
+        }
+    }
+
+    fn save(&mut self) -> Result<(), String> {
+        self.state_file.save(&self.state).map(drop).map_err(|e| {
+            journal::error(&e.to_string(), &[]);
+            e.to_string()
+        })
+    }
+
+    /// One pass. See the module docs.
+    pub fn reconcile(&mut self) -> Outcome {
+        let known = Known {
+            applied: self.state.source.applied.as_ref(),
+            rejected: self.state.source.rejected.as_ref(),
+            applied_version: self.state.source.applied_version,
+        };
+        let polled = self.source.poll(&mut self.oci, known);
+        let (revision, files) = match polled {
+            Ok(Polled::Unchanged) => {
+                self.note_source_ok();
+                return Outcome::Unchanged;
+            }
+            Ok(Polled::Changed { revision, files }) => {
+                self.note_source_ok();
+                (revision, files)
+            }
+            Err(SourceError::Unreachable(msg)) => {
+                // Logged when it starts or its reason changes, not on every retry.
+                if self.last_source_error.as_deref() != Some(msg.as_str()) {
+                    journal::warn(&msg, &[("MARGO_SOURCE", &self.state.source.reference)]);
+                    self.last_source_error = Some(msg.clone());
+                }
+                return Outcome::SourceUnreachable(msg);
+            }
+            Err(SourceError::Invalid { code, message, digest }) => {
+                return self.refuse(Failure::new(code, message), digest);
+            }
+        };
+        journal::notice(
+            &format!(
+                "desired state changed to {}{}: {} file(s)",
+                revision.digest.short(),
+                revision.version.map(|v| format!(" (version {v})")).unwrap_or_default(),
+                files.len()
+            ),
+            &[("DIGEST", revision.digest.as_str())],
+        );
+        let mut desired = Vec::new();
+        for f in &files {
+            match model::parse_documents(f.text.as_bytes()) {
+                Ok(docs) => desired.extend(docs),
+                Err(e) => {
+                    let failure = Failure::new(
+                        e.code(),
+                        format!("desired state {} file {:?}: {e}; keeping current workloads", revision.digest.short(), f.name),
+                    );
+                    return self.refuse(failure, Some(revision.digest));
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for d in &desired {
+            if !seen.insert(d.id.clone()) {
+                let failure = Failure::new(
+                    model::ERR_DESIRED_STATE_INVALID,
+                    format!("desired state {}: deployment id {:?} appears twice; keeping current workloads", revision.digest.short(), d.id),
+                );
+                return self.refuse(failure, Some(revision.digest));
+            }
+        }
+        if let Err(msg) = self.ensure_podman() {
+            return Outcome::PodmanUnavailable(msg);
+        }
+        let mut changed = 0;
+        let mut failed = 0;
+        let mut podman_down = None;
+        for dep in &desired {
+            let unchanged = self.state.deployments.get(&dep.id).is_some_and(|r| {
+                &r.digest == dep.content_digest() && r.phase == Phase::Installed
+            });
+            if unchanged {
+                continue;
+            }
+            changed += 1;
+            match self.apply_deployment(dep) {
+                Ok(()) => {}
+                Err(e) if e.podman_unavailable => {
+                    podman_down = Some(e.message);
+                    self.podman = None;
+                    break;
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        if podman_down.is_none() {
+            let wanted: BTreeSet<&str> = desired.iter().map(|d| d.id.as_str()).collect();
+            match self.remove_undesired(&wanted) {
+                Ok(n) => changed += n,
+                Err(e) if e.podman_unavailable => podman_down = Some(e.message),
+                Err(_) => failed += 1,
+            }
+        }
+        if let Some(msg) = podman_down {
+            journal::warn(&format!("{msg}; the apply is retried on the next poll"), &[]);
+            let _ = self.save();
+            return Outcome::PodmanUnavailable(msg);
+        }
+        if failed == 0 {
+            self.state.source.applied = Some(revision.digest.clone());
+            if revision.version.is_some() {
+                self.state.source.applied_version = revision.version;
+            }
+            self.state.source.rejected = None;
+            self.state.source.rejected_error = None;
+        }
+        if let Err(e) = self.save() {
+            return Outcome::State(e);
+        }
+        if failed > 0 {
+            Outcome::ApplyFailed { failed }
+        } else {
+            journal::notice(
+                &format!("desired state {} applied: {} deployment(s) running, {changed} changed", revision.digest.short(), desired.len()),
+                &[("DIGEST", revision.digest.as_str())],
+            );
+            Outcome::Converged { changed }
+        }
+    }
+
+    fn note_source_ok(&mut self) {
+        if self.last_source_error.take().is_some() {
+            journal::notice("desired-state source reachable again", &[]);
+        }
+    }
+
+    fn refuse(&mut self, failure: Failure, digest: Option<Digest>) -> Outcome {
+        let d = digest.as_ref().map(Digest::to_string).unwrap_or_default();
+        journal::error(
+            &format!("{}: {}", failure.code, failure.message),
+            &[("ERROR_CODE", &failure.code), ("DIGEST", &d), ("MARGO_STATE", "Failed")],
+        );
+        self.state.source.rejected = digest;
+        self.state.source.rejected_error = Some(failure.clone());
+        match self.save() {
+            Ok(()) => Outcome::Invalid(failure),
+            Err(e) => Outcome::State(e),
+        }
+    }
+
+    fn ensure_podman(&mut self) -> Result<(), String> {
+        if self.podman.is_some() {
+            return Ok(());
+        }
+        let p = &self.config.podman;
+        let timeouts = Timeouts {
+            call: p.call_timeout,
+            pull: p.pull_timeout,
+            stop: p.stop_timeout,
+        };
+        match Podman::connect(&p.socket, timeouts) {
+            Ok(podman) => {
+                journal::info(
+                    &format!("connected to Podman at {} (libpod API {})", p.socket.display(), podman.api_version),
+                    &[],
+                );
+                self.podman = Some(podman);
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!("{e}; desired state not applied, retrying on the next poll");
+                journal::error(&msg, &[("ERROR_CODE", e.code())]);
+                Err(msg)
+            }
+        }
+    }
+
+    fn set_phase(&mut self, id: &str, phase: Phase, error: Option<Failure>) {
+        if let Some(r) = self.state.deployments.get_mut(id) {
+            r.phase = phase;
+            r.error = error.clone();
+            r.since = now_unix();
+        }
+        let msg = match &error {
+            Some(f) => format!("deployment {id:?}: {} — {}: {}", phase.as_str(), f.code, f.message),
+            None => format!("deployment {id:?}: {}", phase.as_str()),
+        };
+        let code = error.as_ref().map(|f| f.code.clone()).unwrap_or_default();
+        let fields = [("DEPLOYMENT_ID", id), ("MARGO_STATE", phase.as_str()), ("ERROR_CODE", code.as_str())];
+        if error.is_some() {
+            journal::error(&msg, &fields);
+        } else {
+            journal::notice(&msg, &fields[..2]);
+        }
+        let _ = self.save();
+    }
+
+    fn apply_deployment(&mut self, dep: &ApplicationDeployment) -> Result<(), apply::ApplyError> {
+        let previous_projects: BTreeSet<String> = self
+            .state
+            .deployments
+            .get(&dep.id)
+            .map(|r| r.components.values().map(|c| c.project.clone()).collect())
+            .unwrap_or_default();
+        let components = dep
+            .components
+            .iter()
+            .map(|c| {
+                (c.name.clone(), ComponentRecord {
+                    phase: Phase::Pending,
+                    project: dep.project_name(&c.name),
+                    error: None,
+                })
+            })
+            .collect();
+        self.state.deployments.insert(
+            dep.id.clone(),
+            DeploymentRecord {
+                application_id: dep.application_id.clone(),
+                name: dep.name.clone().unwrap_or_default(),
+                digest: dep.content_digest().clone(),
+                phase: Phase::Pending,
+                error: None,
+                components,
+                since: now_unix(),
+            },
+        );
+        self.set_phase(&dep.id, Phase::Installing, None);
+        for component in &dep.components {
+            if let Some(r) = self.state.deployments.get_mut(&dep.id) {
+                if let Some(c) = r.components.get_mut(&component.name) {
+                    c.phase = Phase::Installing;
+                }
+            }
+            let result = self.apply_component(dep, component);
+            let (phase, error) = match &result {
+                Ok(()) => (Phase::Installed, None),
+                Err(e) => (Phase::Failed, Some(Failure::new(e.code, e.message.clone()))),
+            };
+            if let Some(c) = self
+                .state
+                .deployments
+                .get_mut(&dep.id)
+                .and_then(|r| r.components.get_mut(&component.name))
+            {
+                c.phase = phase;
+                c.error = error.clone();
+            }
+            if let Err(e) = result {
+                if !e.podman_unavailable {
+                    self.set_phase(&dep.id, Phase::Failed, error);
+                } else {
+                    self.set_phase(&dep.id, Phase::Pending, error);
+                }
+                return Err(e);
+            }
+        }
+        // Components dropped by an update.
+        let now: BTreeSet<String> = dep.components.iter().map(|c| dep.project_name(&c.name)).collect();
+        for old in previous_projects.difference(&now) {
+            if let Some(podman) = self.podman.as_mut() {
+                apply::remove_project(podman, old, &[("DEPLOYMENT_ID", &dep.id)])?;
+            }
+        }
+        self.set_phase(&dep.id, Phase::Installed, None);
+        Ok(())
+    }
+
+    fn apply_component(
+        &mut self,
+        dep: &ApplicationDeployment,
+        component: &model::Component,
+    ) -> Result<(), apply::ApplyError> {
+        let fields = [("DEPLOYMENT_ID", dep.id.as_str()), ("COMPONENT", component.name.as_str())];
+        let fail = |code: &'static str, message: String| apply::ApplyError {
+            code,
+            message,
+            podman_unavailable: false,
+        };
+        let fetched = fetch::fetch(&mut self.oci, component, &self.config.work_dir)
+            .map_err(|e| fail(e.code(), e.to_string()))?;
+        journal::info(
+            &format!("component {:?}: package {} fetched", component.name, fetched.digest.short()),
+            &[fields[0], fields[1], ("DIGEST", fetched.digest.as_str())],
+        );
+        let project_name = dep.project_name(&component.name);
+        let dest = self.config.work_dir.join("projects").join(format!(
+            "{project_name}-{}",
+            &fetched.digest.hex()[..12]
+        ));
+        if !dest.exists() {
+            package::unpack_tar_gz(&fetched.archive, &dest, &package::UnpackLimits::default())
+                .map_err(|e| fail(e.code(), e.to_string()))?;
+        }
+        let root = package::find_compose_root(&dest, fetched.layout)
+            .map_err(|e| fail(e.code(), e.to_string()))?;
+        let project = self.load_project(dep, component, &project_name, &root)?;
+        let mut extra_labels = BTreeMap::new();
+        extra_labels.insert(LABEL_DEPLOYMENT.to_string(), dep.id.clone());
+        extra_labels.insert(LABEL_COMPONENT.to_string(), component.name.clone());
+        extra_labels.insert(LABEL_DEVICE.to_string(), self.device_id.clone());
+        extra_labels.insert(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string());
+        let ctx = CreateContext {
+            extra_labels,
+            ..CreateContext::default()
+        };
+        let wait = component
+            .wait
+            .then(|| component.timeout.unwrap_or(apply::DEFAULT_WAIT_TIMEOUT));
+        let access = ConfigImageAccess(&self.config);
+        let Some(podman) = self.podman.as_mut() else {
+            return Err(apply::ApplyError {
+                code: "ERR_PODMAN_UNAVAILABLE",
+                message: "not connected to Podman".into(),
+                podman_unavailable: true,
+            });
+        };
+        let report = apply::converge(podman, &project, &ctx, &access, wait, &fields)?;
+        journal::info(
+            &format!(
+                "component {:?}: project {:?} converged ({} change(s), {} image(s) pulled)",
+                component.name,
+                project.name,
+                report.actions.len(),
+                report.pulled.len()
+            ),
+            &fields,
+        );
+        prune_old_unpacks(&self.config.work_dir.join("projects"), &project_name, &dest);
+        Ok(())
+    }
+
+    fn load_project(
+        &self,
+        dep: &ApplicationDeployment,
+        component: &model::Component,
+        project_name: &str,
+        root: &package::ComposeRoot,
+    ) -> Result<crate::compose::project::Project, apply::ApplyError> {
+        use crate::compose::{dotenv, file, project};
+        let fail = |code: &'static str, message: String| apply::ApplyError {
+            code,
+            message: format!("component {:?}: {message}", component.name),
+            podman_unavailable: false,
+        };
+        let text = read_capped(&root.file, COMPOSE_FILE_MAX_BYTES)
+            .map_err(|e| fail("ERR_PACKAGE_INVALID", e))?;
+        // Parameters first; the package's `.env` fills only what they leave unset. The agent's
+        // own process environment is deliberately not visible to workloads.
+        let params = dep.env_for_component(&component.name);
+        let dot_env_path = root.dir.join(".env");
+        let dot_env = if dot_env_path.is_file() {
+            let mut warnings = Vec::new();
+            dotenv::read_env_file(&dot_env_path, &|_: &str| None, &mut warnings)
+                .map_err(|e| fail(e.code(), e.to_string()))?
+        } else {
+            BTreeMap::new()
+        };
+        let lookup = |k: &str| params.get(k).or_else(|| dot_env.get(k)).cloned();
+        let mut warnings = Vec::new();
+        let parsed = file::parse(&text, &root.file, &lookup, &mut warnings)
+            .map_err(|e| fail(e.code(), e.to_string()))?;
+        let cx = project::Context {
+            project_name,
+            working_dir: &root.dir,
+            config_file: &root.file,
+            profiles: &[],
+            lookup: &lookup,
+        };
+        let proj = project::normalise(&parsed, &cx, &mut warnings)
+            .map_err(|e| fail(e.code(), e.to_string()))?;
+        for w in &warnings {
+            journal::warn(
+                &format!("component {:?}: {w}", component.name),
+                &[("DEPLOYMENT_ID", &dep.id), ("COMPONENT", &component.name)],
+            );
+        }
+        Ok(proj)
+    }
+
+    /// Removes deployments that the desired state no longer names: those in the state file
+    /// and those Podman runs for this device (found by label).
+    fn remove_undesired(&mut self, wanted: &BTreeSet<&str>) -> Result<usize, apply::ApplyError> {
+        let mut projects: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (id, r) in &self.state.deployments {
+            if !wanted.contains(id.as_str()) {
+                let e = projects.entry(id.clone()).or_default();
+                e.extend(r.components.values().map(|c| c.project.clone()));
+            }
+        }
+        let Some(podman) = self.podman.as_mut() else {
+            return Ok(0);
+        };
+        let running = podman.list_containers(&[
+            (LABEL_MANAGED_BY, MANAGED_BY),
+            (LABEL_DEVICE, self.device_id.as_str()),
+        ])?;
+        for c in running {
+            let (Some(id), Some(p)) = (
+                c.labels.get(LABEL_DEPLOYMENT),
+                c.labels.get(crate::compose::libpod::LABEL_PROJECT),
+            ) else {
+                continue;
+            };
+            if !wanted.contains(id.as_str()) {
+                projects.entry(id.clone()).or_default().insert(p.clone());
+            }
+        }
+        let count = projects.len();
+        for (id, projs) in projects {
+            if self.state.deployments.contains_key(&id) {
+                self.set_phase(&id, Phase::Removing, None);
+            }
+            for p in &projs {
+                if let Some(podman) = self.podman.as_mut() {
+                    apply::remove_project(podman, p, &[("DEPLOYMENT_ID", &id)])?;
+                }
+                prune_old_unpacks(&self.config.work_dir.join("projects"), p, Path::new(""));
+            }
+            journal::notice(
+                &format!("deployment {id:?}: Removed"),
+                &[("DEPLOYMENT_ID", &id), ("MARGO_STATE", "Removed")],
+            );
+            self.state.deployments.remove(&id);
+        }
+        Ok(count)
+    }
+}
+
+fn read_capped(path: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut s = String::new();
+    f.take(max + 1)
+        .read_to_string(&mut s)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if s.len() as u64 > max {
+        return Err(format!("{} is larger than {max} bytes", path.display()));
+    }
+    Ok(s)
+}
+
+/// Removes unpacked copies of `project` other than `keep`.
+fn prune_old_unpacks(dir: &Path, project: &str, keep: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{project}-");
+    for e in rd.flatten() {
+        let p: PathBuf = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        // `<project>-<12 hex>` only: another project's name may extend this one's.
+        let ours = name
+            .strip_prefix(&prefix)
+            .is_some_and(|rest| rest.len() == 12 && rest.bytes().all(|b| b.is_ascii_hexdigit()));
+        if ours && p != keep {
+            let _ = std::fs::remove_dir_all(&p);
+        }
     }
 }

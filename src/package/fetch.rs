@@ -1,0 +1,147 @@
+//! Fetches a component's Compose package to disk, verified, before anything is unpacked.
+//!
+//! - `repository: oci://…` + `revision`: the manifest (by tag = revision, `+` as `_`, or by
+//!   digest) is fetched and verified, its compose layer streamed to disk through SHA-256.
+//! - `packageLocation`: an `https://` URL (a registry blob URL gets the registry's auth and
+//!   its digest checked), streamed to disk with a size cap; `http://` only for hosts the
+//!   config marks `plain_http`.
+//!
+//! Archives are stored by digest under `<work>/packages/`, so a package that did not change is
+//! never downloaded twice.
+
+use super::layout::PackageLayout;
+use crate::digest::Digest;
+use crate::model::{Component, PackageSource};
+use crate::oci::{Manifest, OciClient, OciError};
+use std::path::{Path, PathBuf};
+
+/// Largest Compose package downloaded (a compose file plus small configs; image archives in
+/// packages come later and will raise this deliberately).
+pub const PACKAGE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Layer media types of a SUP-01 Compose package (and the earlier WG proposal's spelling).
+pub const COMPOSE_LAYER_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.org.margo.component.compose.tar+gzip",
+    "application/vnd.org.margo.component.compose.v1.tar.gzip",
+    "application/vnd.org.margo.component.compose.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+];
+
+/// A package on disk.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub archive: PathBuf,
+    pub digest: Digest,
+    pub layout: PackageLayout,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("component {component:?}: fetching its package failed: {source}")]
+    Oci {
+        component: String,
+        source: OciError,
+    },
+    #[error("component {component:?}: package {location}: {reason}")]
+    Invalid {
+        component: String,
+        location: String,
+        reason: String,
+    },
+    #[error("component {component:?}: cannot write under {}: {source}", dir.display())]
+    Io {
+        component: String,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl FetchError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            FetchError::Oci { source, .. } => match source.code() {
+                "ERR_DIGEST_MISMATCH" => "ERR_DIGEST_MISMATCH",
+                "ERR_TOO_LARGE" => "ERR_PACKAGE_TOO_LARGE",
+                _ => "ERR_PACKAGE_FETCH",
+            },
+            FetchError::Invalid { .. } => "ERR_PACKAGE_INVALID",
+            FetchError::Io { .. } => "ERR_LOCAL_IO",
+        }
+    }
+
+    /// Worth retrying on a later pass (network, registry busy).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FetchError::Oci { source, .. } if source.is_transient())
+    }
+}
+
+/// Fetches `component`'s package into `<work>/packages/`.
+pub fn fetch(oci: &mut OciClient, component: &Component, work: &Path) -> Result<Fetched, FetchError> {
+    let dir = work.join("packages");
+    let io = |source| FetchError::Io {
+        component: component.name.clone(),
+        dir: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let oci_err = |source| FetchError::Oci {
+        component: component.name.clone(),
+        source,
+    };
+    match &component.source {
+        PackageSource::Oci { .. } => {
+            let Some(r) = component.source.oci_reference() else {
+                return Err(FetchError::Invalid {
+                    component: component.name.clone(),
+                    location: String::new(),
+                    reason: "no OCI reference".into(),
+                });
+            };
+            let fetched = oci.get_manifest(&r, &r.manifest_ref()).map_err(oci_err)?;
+            let invalid = |reason: String| FetchError::Invalid {
+                component: component.name.clone(),
+                location: r.to_string(),
+                reason,
+            };
+            let Manifest::Image(m) = fetched.manifest else {
+                return Err(invalid("is an image index, not a Compose package artifact".into()));
+            };
+            let layer = match m.layers.as_slice() {
+                [only] => only,
+                many => many
+                    .iter()
+                    .find(|l| COMPOSE_LAYER_MEDIA_TYPES.contains(&l.media_type.as_str()))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "has {} layers and none of a Compose package media type ({})",
+                            many.len(),
+                            COMPOSE_LAYER_MEDIA_TYPES[0]
+                        ))
+                    })?,
+            };
+            let dest = dir.join(format!("{}.tar.gz", layer.digest.hex()));
+            if !dest.exists() {
+                oci.fetch_blob_to_file(&r, layer, PACKAGE_MAX_BYTES, &dest)
+                    .map_err(oci_err)?;
+            }
+            Ok(Fetched {
+                archive: dest,
+                digest: layer.digest.clone(),
+                layout: PackageLayout::OciCompose,
+            })
+        }
+        PackageSource::Url { location, .. } => {
+            let partial = dir.join(format!("download-{}.partial", std::process::id()));
+            let digest = oci
+                .fetch_url_to_file(location.as_str(), None, PACKAGE_MAX_BYTES, &partial)
+                .map_err(oci_err)?;
+            let dest = dir.join(format!("{}.tar.gz", digest.hex()));
+            std::fs::rename(&partial, &dest).map_err(io)?;
+            Ok(Fetched {
+                archive: dest,
+                digest,
+                layout: PackageLayout::Tarball,
+            })
+        }
+    }
+}
