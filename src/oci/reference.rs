@@ -54,10 +54,10 @@ impl Reference {
             }
             _ => (rest, None),
         };
-        if let Some(t) = &tag {
-            if !valid_tag(t) {
-                return Err(err("tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"));
-            }
+        if let Some(t) = &tag
+            && !valid_tag(t)
+        {
+            return Err(err("tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"));
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, path))
@@ -140,10 +140,10 @@ fn valid_registry(r: &str) -> bool {
         Some((h, p)) if !h.contains(']') || h.ends_with(']') => (h, Some(p)),
         _ => (r, None),
     };
-    if let Some(p) = port {
-        if p.parse::<u16>().is_err() {
-            return false;
-        }
+    if let Some(p) = port
+        && p.parse::<u16>().is_err()
+    {
+        return false;
     }
     !host.is_empty()
         && host
@@ -188,6 +188,7 @@ fn valid_component(c: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 mod tests {
     use super::*;
 
