@@ -188,6 +188,7 @@ fn valid_component(c: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 mod tests {
     use super::*;
 
