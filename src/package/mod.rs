@@ -15,6 +15,7 @@
 //! Errors carry a stable code for DeploymentStatus: `ERR_PACKAGE_UNSAFE`,
 //! `ERR_PACKAGE_INVALID`, `ERR_PACKAGE_IO`.
 
+pub mod fetch;
 pub mod layout;
 pub mod paths;
 pub mod unpack;
