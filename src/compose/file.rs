@@ -1,0 +1,302 @@
+//! A whole compose file: YAML text → generic tree → `x-*` removed → interpolated → typed.
+//!
+//! Owns the top level of the format (`name`, `version`, `services`, `networks`, `volumes`)
+//! and the definitions of networks and volumes. Services are read by [`super::service`].
+//!
+//! The order of the steps is the compose specification's: YAML merge keys and anchors are
+//! expanded by the YAML reader, extension (`x-*`) keys are dropped at the top level and in
+//! each service *before* interpolation (so an unused fragment holding `${X:?}` does not fail
+//! the file; its content has already been copied where it was merged), and every remaining
+//! string value is interpolated before any type is checked.
+//!
+//! Refuses: `include` (a package holds one self-contained file), top-level `secrets`,
+//! `configs` and `models` (not yet), network drivers other than `bridge` and volume drivers
+//! other than `local`.
+
+use super::error::{ComposeError, Warning};
+use super::interpolate::{Lookup, interpolate_tree};
+use super::service::{self, Service};
+use super::tree::{self, Node};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A compose file after interpolation, typed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ComposeFile {
+    /// The top-level `name:`, not yet normalised.
+    pub name: Option<String>,
+    pub services: BTreeMap<String, Service>,
+    pub networks: BTreeMap<String, NetworkDef>,
+    pub volumes: BTreeMap<String, VolumeDef>,
+}
+
+/// A top-level network definition.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetworkDef {
+    /// `name:`: the Podman name, used verbatim instead of `<project>_<key>`.
+    pub name: Option<String>,
+    /// Managed outside the project: never created, never removed.
+    pub external: bool,
+    pub internal: bool,
+    pub enable_ipv6: bool,
+    pub labels: BTreeMap<String, String>,
+    /// `ipam.config[]` entries.
+    pub subnets: Vec<Subnet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub subnet: String,
+    pub gateway: Option<String>,
+}
+
+/// A top-level volume definition.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeDef {
+    pub name: Option<String>,
+    pub external: bool,
+    pub labels: BTreeMap<String, String>,
+    /// Options of the `local` driver (`type`, `device`, `o`).
+    pub driver_opts: BTreeMap<String, String>,
+}
+
+/// Parses compose text. `file` names it in errors; `lookup` supplies variables.
+pub fn parse(
+    text: &str,
+    file: &Path,
+    lookup: Lookup<'_>,
+    warnings: &mut Vec<Warning>,
+) -> Result<ComposeFile, ComposeError> {
+    let mut tree = tree::parse_yaml(text, file)?;
+    drop_extensions(&mut tree);
+    interpolate_tree(&mut tree, "", lookup, warnings)?;
+    read(&Node::new(&tree, ""), warnings)
+}
+
+fn is_extension(key: &str) -> bool {
+    key.starts_with("x-")
+}
+
+/// Removes `x-*` keys at the top level, in each service, network and volume.
+fn drop_extensions(tree: &mut Value) {
+    let Value::Object(top) = tree else { return };
+    top.retain(|k, _| !is_extension(k));
+    for section in ["services", "networks", "volumes"] {
+        if let Some(Value::Object(entries)) = top.get_mut(section) {
+            for entry in entries.values_mut() {
+                if let Value::Object(fields) = entry {
+                    fields.retain(|k, _| !is_extension(k));
+                }
+            }
+        }
+    }
+}
+
+fn read(root: &Node<'_>, warnings: &mut Vec<Warning>) -> Result<ComposeFile, ComposeError> {
+    if !root.value.is_object() {
+        return Err(ComposeError::Type {
+            path: "(top level)".into(),
+            expected: "a mapping with services",
+            found: tree::type_name(root.value),
+        });
+    }
+    let mut f = ComposeFile::default();
+    for (key, v) in root.entries()? {
+        match key {
+            // Obsolete: the spec says it is informative only.
+            "version" => {}
+            "name" => f.name = v.opt_string()?,
+            "services" => {
+                for (name, s) in v.entries()? {
+                    check_name(&s, name, "service")?;
+                    if !s.value.is_object() {
+                        return Err(s.type_error("a mapping of service keys"));
+                    }
+                    f.services
+                        .insert(name.to_string(), service::read(name, &s, warnings)?);
+                }
+            }
+            "networks" => {
+                for (name, n) in v.entries()? {
+                    check_name(&n, name, "network")?;
+                    f.networks.insert(name.to_string(), network(&n)?);
+                }
+            }
+            "volumes" => {
+                for (name, n) in v.entries()? {
+                    check_name(&n, name, "volume")?;
+                    f.volumes.insert(name.to_string(), volume(&n)?);
+                }
+            }
+            "include" => {
+                return Err(ComposeError::unsupported(
+                    None,
+                    key,
+                    "the package must hold one self-contained compose file",
+                ));
+            }
+            "secrets" | "configs" | "models" => {
+                return Err(ComposeError::unsupported(
+                    None,
+                    key,
+                    "margo-agent does not implement it yet",
+                ));
+            }
+            _ => {
+                return Err(ComposeError::unsupported(
+                    None,
+                    key,
+                    "it is not a compose-spec top-level key (custom keys must start with x-)",
+                ));
+            }
+        }
+    }
+    if f.services.is_empty() {
+        return Err(ComposeError::invalid(
+            "services",
+            "the compose file defines no services",
+        ));
+    }
+    Ok(f)
+}
+
+/// Service, network and volume keys become parts of Podman object names.
+fn check_name(node: &Node<'_>, name: &str, what: &str) -> Result<(), ComposeError> {
+    let ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(node.invalid(format!(
+            "{what} name {name:?} must start with a letter or digit and hold only letters, digits, '_', '.', '-'"
+        )))
+    }
+}
+
+fn labels(v: &Node<'_>) -> Result<BTreeMap<String, String>, ComposeError> {
+    Ok(v.key_values()?
+        .into_iter()
+        .map(|(k, val)| (k, val.unwrap_or_default()))
+        .collect())
+}
+
+fn network(n: &Node<'_>) -> Result<NetworkDef, ComposeError> {
+    let mut d = NetworkDef::default();
+    if n.is_null() {
+        return Ok(d);
+    }
+    for (k, e) in n.entries()? {
+        match k {
+            "name" => d.name = e.opt_string()?,
+            "external" => d.external = e.bool()?,
+            "internal" => d.internal = e.bool()?,
+            "enable_ipv6" => d.enable_ipv6 = e.bool()?,
+            "labels" => d.labels = labels(&e)?,
+            "driver" => match e.string()?.as_str() {
+                "bridge" => {}
+                other => {
+                    return Err(ComposeError::unsupported(
+                        None,
+                        &e.path,
+                        format!(
+                            "network driver {other:?}: margo-agent creates bridge networks only"
+                        ),
+                    ));
+                }
+            },
+            "ipam" => d.subnets = ipam(&e)?,
+            "attachable" => {
+                e.bool()?;
+            }
+            _ => {
+                return Err(ComposeError::unsupported(
+                    None,
+                    &e.path,
+                    "supported network keys are name, external, internal, enable_ipv6, labels, driver (bridge), ipam",
+                ));
+            }
+        }
+    }
+    Ok(d)
+}
+
+fn ipam(v: &Node<'_>) -> Result<Vec<Subnet>, ComposeError> {
+    let mut subnets = Vec::new();
+    for (k, e) in v.entries()? {
+        match k {
+            "driver" if e.string()? == "default" => {}
+            "config" => {
+                for item in e.items()? {
+                    let mut s = Subnet {
+                        subnet: String::new(),
+                        gateway: None,
+                    };
+                    for (ck, ce) in item.entries()? {
+                        match ck {
+                            "subnet" => s.subnet = ce.string()?,
+                            "gateway" => s.gateway = ce.opt_string()?,
+                            _ => {
+                                return Err(ComposeError::unsupported(
+                                    None,
+                                    &ce.path,
+                                    "only subnet and gateway are supported in ipam.config",
+                                ));
+                            }
+                        }
+                    }
+                    if s.subnet.is_empty() {
+                        return Err(item.invalid("an ipam.config entry needs a subnet"));
+                    }
+                    subnets.push(s);
+                }
+            }
+            _ => {
+                return Err(ComposeError::unsupported(
+                    None,
+                    &e.path,
+                    "only the default ipam driver with config entries is supported",
+                ));
+            }
+        }
+    }
+    Ok(subnets)
+}
+
+fn volume(n: &Node<'_>) -> Result<VolumeDef, ComposeError> {
+    let mut d = VolumeDef::default();
+    if n.is_null() {
+        return Ok(d);
+    }
+    for (k, e) in n.entries()? {
+        match k {
+            "name" => d.name = e.opt_string()?,
+            "external" => d.external = e.bool()?,
+            "labels" => d.labels = labels(&e)?,
+            "driver" => match e.string()?.as_str() {
+                "local" => {}
+                other => {
+                    return Err(ComposeError::unsupported(
+                        None,
+                        &e.path,
+                        format!("volume driver {other:?}: margo-agent uses the local driver only"),
+                    ));
+                }
+            },
+            "driver_opts" => d.driver_opts = labels(&e)?,
+            _ => {
+                return Err(ComposeError::unsupported(
+                    None,
+                    &e.path,
+                    "supported volume keys are name, external, labels, driver (local), driver_opts",
+                ));
+            }
+        }
+    }
+    Ok(d)
+}

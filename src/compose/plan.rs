@@ -1,0 +1,318 @@
+//! Planning: what to do to Podman so that a project's containers match its compose file.
+//!
+//! Owns the decision, as a pure function of the desired [`Project`] and what Podman lists
+//! for the project's label. Apply executes the actions in order; this module does no I/O.
+//!
+//! Rules, in the order the actions come out:
+//! 1. **Orphans** — containers of the project whose service is no longer desired (or who
+//!    carry no service label) are removed.
+//! 2. **Changed** — a container whose `config-hash` label differs from the desired hash, or
+//!    whose image label differs from a known image ID, is removed (dependents first) and
+//!    created again. Extra containers of one service (a stale name, a second replica) are
+//!    removed as duplicates.
+//! 3. **Networks and volumes** — when at least one container is to be created, every
+//!    project network and named volume that is not `external` is ensured (create with
+//!    ignore-if-exists). When nothing is created, they are left alone, so a second plan on
+//!    unchanged state is empty.
+//! 4. **Create and start**, in dependency order: missing containers are created and started.
+//!    An existing, unchanged container that is not running is started when its restart
+//!    policy says it should run:
+//!    - `created`/`configured`/`initialized` (never ran, e.g. an interrupted apply): start;
+//!    - `exited`/`stopped` with `always` or `unless-stopped`: start (Podman restarts only
+//!      `always` containers after a reboot);
+//!    - `exited`/`stopped` with `on-failure`: start when the exit code is not 0;
+//!    - `exited`/`stopped` with `no`: leave it (a finished one-shot job must not rerun);
+//!    - `running`, `paused`, `restarting`, `stopping` and unknown states: leave it.
+//!
+//! Dependents of a recreated service are **not** recreated in this first cut (docker
+//! compose does so only with `depends_on.restart: true`), with one exception: a service in
+//! `network_mode: service:<x>` is recreated with `x`, because its network namespace goes away
+//! with `x`'s container and Podman refuses to remove `x` while it is joined.
+//!
+//! Orphan networks (a network no longer used by the file) are not removed by [`plan`];
+//! [`plan_removal`] removes a whole project's containers and networks and keeps its named
+//! volumes (they hold the workload's data).
+
+use super::libpod::{
+    CreateContext, LABEL_CONFIG_HASH, LABEL_DEPENDS_ON, LABEL_IMAGE, LABEL_PROJECT, LABEL_SERVICE,
+};
+use super::order::dependency_order;
+use super::project::{Project, ServiceNetwork};
+use super::service::RestartPolicy;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// A container as Podman lists it (`GET /libpod/containers/json?all=true` filtered by the
+/// project label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActualContainer {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Podman's state: `running`, `exited`, `created`, `paused`, …
+    pub state: String,
+    pub exit_code: Option<i64>,
+}
+
+/// A network as Podman lists it (`GET /libpod/networks/json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActualNetwork {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Why a container is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveReason {
+    /// Its service is no longer in the compose file.
+    Orphan,
+    /// Its configuration hash differs: it is recreated.
+    ConfigChanged,
+    /// It runs another image than the one the tag now names: it is recreated.
+    ImageChanged,
+    /// A second container for one service, or one under a stale name.
+    Duplicate,
+    /// It shares the network namespace of a container that is recreated.
+    NetworkProviderRecreated,
+    /// The whole project is removed.
+    ProjectRemoved,
+}
+
+impl RemoveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoveReason::Orphan => "service no longer in the compose file",
+            RemoveReason::ConfigChanged => "configuration changed",
+            RemoveReason::ImageChanged => "image changed",
+            RemoveReason::Duplicate => "duplicate container for the service",
+            RemoveReason::NetworkProviderRecreated => "its network_mode service is recreated",
+            RemoveReason::ProjectRemoved => "project removed",
+        }
+    }
+}
+
+/// One step for apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Ensure the network (`Project::networks`, by Podman name) exists.
+    CreateNetwork { name: String },
+    /// Ensure the named volume (`Project::volumes`, by Podman name) exists.
+    CreateVolume { name: String },
+    /// Stop and remove the container (with its anonymous volumes).
+    RemoveContainer {
+        id: String,
+        name: String,
+        reason: RemoveReason,
+    },
+    /// Create the service's container from `ServiceSpec::create_body`.
+    CreateContainer { service: String, container: String },
+    /// Start the service's container (then wait for its dependents' conditions).
+    StartContainer { service: String, container: String },
+    /// Remove a network of the project.
+    RemoveNetwork { name: String },
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::CreateNetwork { name } => write!(f, "create network {name:?}"),
+            Action::CreateVolume { name } => write!(f, "create volume {name:?}"),
+            Action::RemoveContainer { name, reason, .. } => {
+                write!(f, "remove container {name:?} ({})", reason.as_str())
+            }
+            Action::CreateContainer { service, container } => {
+                write!(f, "create container {container:?} for service {service:?}")
+            }
+            Action::StartContainer { container, .. } => write!(f, "start container {container:?}"),
+            Action::RemoveNetwork { name } => write!(f, "remove network {name:?}"),
+        }
+    }
+}
+
+/// The ordered actions; empty when Podman already matches.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+/// Whether a stopped, unchanged container should be started (see the module docs).
+fn should_start(state: &str, exit_code: Option<i64>, policy: RestartPolicy) -> bool {
+    match state {
+        "created" | "configured" | "initialized" => true,
+        "exited" | "stopped" => match policy {
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure => exit_code != Some(0),
+            RestartPolicy::No => false,
+        },
+        _ => false,
+    }
+}
+
+fn remove(c: &ActualContainer, reason: RemoveReason) -> Action {
+    Action::RemoveContainer {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        reason,
+    }
+}
+
+/// Plans the convergence of `desired` from `actual` (see the module docs for the rules).
+/// Containers whose project label is not `desired.name` are never touched.
+pub fn plan(desired: &Project, ctx: &CreateContext, actual: &[ActualContainer]) -> Plan {
+    let ours: Vec<&ActualContainer> = actual
+        .iter()
+        .filter(|c| c.labels.get(LABEL_PROJECT) == Some(&desired.name))
+        .collect();
+    let mut actions = Vec::new();
+
+    let mut orphans: Vec<&&ActualContainer> = ours
+        .iter()
+        .filter(|c| {
+            c.labels
+                .get(LABEL_SERVICE)
+                .is_none_or(|s| desired.service(s).is_none())
+        })
+        .collect();
+    orphans.sort_by(|a, b| a.name.cmp(&b.name));
+    actions.extend(orphans.iter().map(|c| remove(c, RemoveReason::Orphan)));
+
+    // Per service, in dependency order: removals (collected, emitted reversed) and steps.
+    let mut removals: Vec<Vec<Action>> = Vec::new();
+    let mut steps = Vec::new();
+    let mut recreated_containers = BTreeSet::new();
+    for spec in &desired.services {
+        let hash = spec.config_hash(ctx);
+        let known_image = ctx.image_ids.get(&spec.image);
+        let mut candidates: Vec<&&ActualContainer> = ours
+            .iter()
+            .filter(|c| c.labels.get(LABEL_SERVICE) == Some(&spec.name))
+            .collect();
+        candidates.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        let provider_recreated = matches!(&spec.network,
+            ServiceNetwork::Container(name) if recreated_containers.contains(name));
+        let mut keep = None;
+        let mut removed_here = Vec::new();
+        for c in candidates {
+            let reason = if c.name != spec.container_name || keep.is_some() {
+                RemoveReason::Duplicate
+            } else if c.labels.get(LABEL_CONFIG_HASH) != Some(&hash) {
+                RemoveReason::ConfigChanged
+            } else if known_image.is_some_and(|id| c.labels.get(LABEL_IMAGE) != Some(id)) {
+                RemoveReason::ImageChanged
+            } else if provider_recreated {
+                RemoveReason::NetworkProviderRecreated
+            } else {
+                keep = Some(c);
+                continue;
+            };
+            removed_here.push(remove(c, reason));
+        }
+        removals.push(removed_here);
+        let container = spec.container_name.clone();
+        match keep {
+            Some(c) => {
+                if should_start(&c.state, c.exit_code, spec.restart.policy) {
+                    steps.push(Action::StartContainer {
+                        service: spec.name.clone(),
+                        container,
+                    });
+                }
+            }
+            None => {
+                recreated_containers.insert(container.clone());
+                steps.push(Action::CreateContainer {
+                    service: spec.name.clone(),
+                    container: container.clone(),
+                });
+                steps.push(Action::StartContainer {
+                    service: spec.name.clone(),
+                    container,
+                });
+            }
+        }
+    }
+    actions.extend(removals.into_iter().rev().flatten());
+    if steps
+        .iter()
+        .any(|a| matches!(a, Action::CreateContainer { .. }))
+    {
+        actions.extend(desired.networks.iter().filter(|n| !n.external).map(|n| {
+            Action::CreateNetwork {
+                name: n.name.clone(),
+            }
+        }));
+        actions.extend(desired.volumes.iter().filter(|v| !v.external).map(|v| {
+            Action::CreateVolume {
+                name: v.name.clone(),
+            }
+        }));
+    }
+    actions.extend(steps);
+    Plan { actions }
+}
+
+/// Plans removing the whole project `project`: its containers (dependents first, from
+/// their `depends_on` labels), then the networks carrying its label. Named volumes are kept.
+pub fn plan_removal(
+    project: &str,
+    containers: &[ActualContainer],
+    networks: &[ActualNetwork],
+) -> Plan {
+    let ours: Vec<&ActualContainer> = containers
+        .iter()
+        .filter(|c| c.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project))
+        .collect();
+    let service_of = |c: &ActualContainer| {
+        c.labels
+            .get(LABEL_SERVICE)
+            .cloned()
+            .unwrap_or_else(|| c.name.clone())
+    };
+    let services: BTreeSet<String> = ours.iter().map(|c| service_of(c)).collect();
+    let graph: BTreeMap<String, BTreeSet<String>> = ours
+        .iter()
+        .map(|c| {
+            let deps = c
+                .labels
+                .get(LABEL_DEPENDS_ON)
+                .map(|d| {
+                    d.split(',')
+                        .filter_map(|e| e.split(':').next())
+                        .filter(|s| services.contains(*s))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            (service_of(c), deps)
+        })
+        .collect();
+    // Labels written by another tool may form a cycle; name order is then good enough.
+    let mut order = dependency_order(&graph).unwrap_or_else(|_| graph.keys().cloned().collect());
+    order.reverse();
+    let mut actions = Vec::new();
+    for service in order {
+        let mut of_service: Vec<&&ActualContainer> =
+            ours.iter().filter(|c| service_of(c) == service).collect();
+        of_service.sort_by(|a, b| a.name.cmp(&b.name));
+        actions.extend(
+            of_service
+                .into_iter()
+                .map(|c| remove(c, RemoveReason::ProjectRemoved)),
+        );
+    }
+    let mut nets: Vec<&ActualNetwork> = networks
+        .iter()
+        .filter(|n| n.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project))
+        .collect();
+    nets.sort_by(|a, b| a.name.cmp(&b.name));
+    actions.extend(nets.into_iter().map(|n| Action::RemoveNetwork {
+        name: n.name.clone(),
+    }));
+    Plan { actions }
+}

@@ -1,0 +1,582 @@
+//! From a typed compose file to the project margo-agent runs: names resolved, paths made
+//! absolute, environment merged, dependencies ordered, and everything validated.
+//!
+//! Owns the cross-service rules: project name normalisation, container naming
+//! (`<project>-<service>-1` unless `container_name`), image qualification
+//! (`busybox` → `docker.io/library/busybox:latest`, as docker resolves short names, because
+//! Podman's short-name resolution needs a TTY), `depends_on` targets and cycles, references to
+//! declared networks and volumes, relative paths that must stay inside the project directory,
+//! duplicate container names, and which networks and volumes are actually used (only those are
+//! created).
+//!
+//! The only I/O is reading `env_file`s inside the project directory, and resolving symlinks
+//! of paths that already exist there so a link cannot lead a relative path outside it.
+
+use super::dotenv;
+use super::error::{ComposeError, Warning};
+use super::file::{ComposeFile, Subnet};
+use super::interpolate::Lookup;
+use super::order::dependency_order;
+use super::paths::inside_project;
+use super::service::{
+    Condition, Dependency, Healthcheck, Limits, Mount, NetworkMode, PullPolicy, Restart,
+    RestartPolicy, Service,
+};
+use super::syntax::Port;
+use crate::oci::reference::Reference;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A project ready to be planned and applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    /// Normalised: `^[a-z0-9][a-z0-9_-]*$`.
+    pub name: String,
+    /// The package directory holding the compose file; relative paths resolve against it.
+    pub working_dir: PathBuf,
+    /// Enabled services, dependencies before dependents (ties in name order).
+    pub services: Vec<ServiceSpec>,
+    /// Networks used by at least one service, in key order.
+    pub networks: Vec<NetworkSpec>,
+    /// Named volumes used by at least one service, in key order.
+    pub volumes: Vec<VolumeSpec>,
+}
+
+impl Project {
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// The project-level facts every container is labelled with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProjectInfo {
+    pub name: String,
+    #[serde(serialize_with = "lossy_path")]
+    pub working_dir: PathBuf,
+    #[serde(serialize_with = "lossy_path")]
+    pub config_file: PathBuf,
+}
+
+/// Paths are hashed as text; a non-UTF-8 path must not make serialisation fail.
+fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
+/// Everything needed to create one service's container.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceSpec {
+    pub project: ProjectInfo,
+    /// The service key.
+    pub name: String,
+    pub container_name: String,
+    /// Fully qualified: `registry/repository:tag` or `…@sha256:…`.
+    pub image: String,
+    pub platform: Option<String>,
+    pub pull_policy: PullPolicy,
+    pub command: Option<Vec<String>>,
+    /// `Some(vec![])` clears the image's entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// `env_file`s, then `environment`, unset bare names left out.
+    pub environment: BTreeMap<String, String>,
+    pub ports: Vec<Port>,
+    /// Bind sources absolute; volume sources are Podman volume names.
+    pub mounts: Vec<Mount>,
+    pub network: ServiceNetwork,
+    pub restart: Restart,
+    /// The file's labels only; the compose and agent labels are added by the body builder.
+    pub labels: BTreeMap<String, String>,
+    /// Includes the dependency implied by `network_mode: service:…`.
+    pub depends_on: BTreeMap<String, Dependency>,
+    pub hostname: Option<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub healthcheck: Option<Healthcheck>,
+    pub stop_signal: Option<i64>,
+    pub stop_grace_period: Option<Duration>,
+    pub privileged: bool,
+    pub tty: bool,
+    pub stdin_open: bool,
+    pub read_only: bool,
+    pub init: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub dns: Vec<String>,
+    pub extra_hosts: Vec<String>,
+    pub limits: Limits,
+    pub profiles: Vec<String>,
+}
+
+/// How a container is networked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceNetwork {
+    /// Project networks (Podman names) with the DNS aliases the container answers to.
+    Networks(BTreeMap<String, Vec<String>>),
+    /// `network_mode: bridge`: Podman's default network.
+    PodmanDefault,
+    Host,
+    None,
+    /// `network_mode: service:x`: the container name whose namespace is joined.
+    Container(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkSpec {
+    pub key: String,
+    /// The Podman network name.
+    pub name: String,
+    pub external: bool,
+    pub internal: bool,
+    pub enable_ipv6: bool,
+    pub labels: BTreeMap<String, String>,
+    pub subnets: Vec<(String, Option<String>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VolumeSpec {
+    pub key: String,
+    /// The Podman volume name.
+    pub name: String,
+    pub external: bool,
+    pub labels: BTreeMap<String, String>,
+    pub driver_opts: BTreeMap<String, String>,
+}
+
+/// Label prefixes that belong to the engine and the agent; a compose file may not set them,
+/// because the plan relies on them to recognise its containers.
+pub const RESERVED_LABEL_PREFIXES: [&str; 2] = ["com.docker.compose.", "org.margo."];
+
+/// Inputs of [`normalise`] besides the file.
+pub struct Context<'a> {
+    pub project_name: &'a str,
+    pub working_dir: &'a Path,
+    pub config_file: &'a Path,
+    /// Active profiles: a service with `profiles` runs only when one of them is active.
+    pub profiles: &'a [String],
+    /// Variables for bare `environment` names and for `env_file` interpolation.
+    pub lookup: Lookup<'a>,
+}
+
+/// Normalises a project name the way docker compose does: lowercase, keep `[a-z0-9_-]`,
+/// drop leading `_`/`-`. Refuses a name left empty.
+pub fn normalise_project_name(raw: &str) -> Result<String, ComposeError> {
+    let kept: String = raw
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+        .collect();
+    let name = kept.trim_start_matches(['_', '-']).to_string();
+    if name.is_empty() {
+        return Err(ComposeError::invalid(
+            "name",
+            format!("project name {raw:?} has no letter or digit left after normalisation"),
+        ));
+    }
+    Ok(name)
+}
+
+/// Turns a parsed file into a validated [`Project`].
+pub fn normalise(
+    file: &ComposeFile,
+    cx: &Context<'_>,
+    warnings: &mut Vec<Warning>,
+) -> Result<Project, ComposeError> {
+    let project = normalise_project_name(cx.project_name)?;
+    let info = ProjectInfo {
+        name: project.clone(),
+        working_dir: cx.working_dir.to_path_buf(),
+        config_file: cx.config_file.to_path_buf(),
+    };
+    let enabled: BTreeMap<&str, &Service> = file
+        .services
+        .iter()
+        .filter(|(_, s)| {
+            s.profiles.is_empty() || s.profiles.iter().any(|p| cx.profiles.contains(p))
+        })
+        .map(|(k, s)| (k.as_str(), s))
+        .collect();
+    if enabled.is_empty() {
+        return Err(ComposeError::invalid(
+            "services",
+            "every service is disabled by its profiles; no profile is active",
+        ));
+    }
+    let container_names = container_names(&project, &enabled)?;
+    let mut used_networks = BTreeSet::new();
+    let mut used_volumes = BTreeSet::new();
+    let mut specs = BTreeMap::new();
+    for (&name, s) in &enabled {
+        let path = format!("services.{name}");
+        let container_name = container_names[name].clone();
+        let mut depends_on = s.depends_on.clone();
+        for target in depends_on.keys() {
+            if !enabled.contains_key(target.as_str()) {
+                return Err(missing_service(&path, "depends_on", target, file));
+            }
+        }
+        let network = match &s.network_mode {
+            Some(NetworkMode::Host) => ServiceNetwork::Host,
+            Some(NetworkMode::None) => ServiceNetwork::None,
+            Some(NetworkMode::Bridge) => ServiceNetwork::PodmanDefault,
+            Some(NetworkMode::Service(target)) => {
+                let Some(other) = container_names.get(target.as_str()) else {
+                    return Err(missing_service(&path, "network_mode", target, file));
+                };
+                depends_on.entry(target.clone()).or_insert(Dependency {
+                    condition: Condition::ServiceStarted,
+                    required: true,
+                });
+                ServiceNetwork::Container(other.clone())
+            }
+            None => {
+                let mut attached = BTreeMap::new();
+                let keys: Vec<(&str, &[String])> = if s.networks.is_empty() {
+                    vec![("default", &[])]
+                } else {
+                    s.networks
+                        .iter()
+                        .map(|(k, a)| (k.as_str(), a.as_slice()))
+                        .collect()
+                };
+                for (key, extra) in keys {
+                    if key != "default" && !file.networks.contains_key(key) {
+                        return Err(ComposeError::invalid(
+                            &format!("{path}.networks"),
+                            format!(
+                                "network {key:?} is not declared under the top-level networks key"
+                            ),
+                        ));
+                    }
+                    used_networks.insert(key.to_string());
+                    let mut aliases = vec![name.to_string()];
+                    if s.container_name.is_some() {
+                        aliases.push(container_name.clone());
+                    }
+                    aliases.extend(extra.iter().cloned());
+                    dedup_keep_order(&mut aliases);
+                    attached.insert(network_name(&project, file, key), aliases);
+                }
+                ServiceNetwork::Networks(attached)
+            }
+        };
+        let mut mounts = Vec::new();
+        for (i, m) in s.mounts.iter().enumerate() {
+            let mpath = format!("{path}.volumes[{i}]");
+            mounts.push(resolve_mount(
+                m,
+                &mpath,
+                &project,
+                file,
+                cx.working_dir,
+                &mut used_volumes,
+            )?);
+        }
+        specs.insert(
+            name.to_string(),
+            ServiceSpec {
+                project: info.clone(),
+                name: name.to_string(),
+                container_name,
+                image: qualify_image(s.image.as_deref(), &path)?,
+                platform: s.platform.clone(),
+                pull_policy: s.pull_policy,
+                command: check_command(s, &path)?,
+                entrypoint: s.entrypoint.clone(),
+                environment: environment(s, &path, cx, warnings)?,
+                ports: s.ports.clone(),
+                mounts,
+                network,
+                restart: s.restart.unwrap_or(Restart {
+                    policy: RestartPolicy::No,
+                    max_retries: None,
+                }),
+                labels: check_labels(&s.labels, &path)?,
+                depends_on,
+                hostname: s.hostname.clone(),
+                working_dir: s.working_dir.clone(),
+                user: s.user.clone(),
+                healthcheck: s.healthcheck.clone(),
+                stop_signal: s.stop_signal,
+                stop_grace_period: s.stop_grace_period,
+                privileged: s.privileged,
+                tty: s.tty,
+                stdin_open: s.stdin_open,
+                read_only: s.read_only,
+                init: s.init,
+                cap_add: s.cap_add.clone(),
+                cap_drop: s.cap_drop.clone(),
+                dns: s.dns.clone(),
+                extra_hosts: s.extra_hosts.clone(),
+                limits: s.limits,
+                profiles: s.profiles.clone(),
+            },
+        );
+    }
+    let graph = specs
+        .iter()
+        .map(|(k, s)| (k.clone(), s.depends_on.keys().cloned().collect()))
+        .collect();
+    let services = dependency_order(&graph)?
+        .into_iter()
+        .filter_map(|name| specs.remove(&name))
+        .collect();
+    Ok(Project {
+        name: project.clone(),
+        working_dir: cx.working_dir.to_path_buf(),
+        services,
+        networks: used_networks
+            .iter()
+            .map(|key| network_spec(&project, file, key))
+            .collect(),
+        volumes: used_volumes
+            .iter()
+            .map(|key| volume_spec(&project, file, key))
+            .collect(),
+    })
+}
+
+fn missing_service(path: &str, key: &str, target: &str, file: &ComposeFile) -> ComposeError {
+    let why = if file.services.contains_key(target) {
+        "is disabled by its profiles"
+    } else {
+        "is not defined"
+    };
+    ComposeError::invalid(
+        &format!("{path}.{key}"),
+        format!("service {target:?} {why}"),
+    )
+}
+
+fn dedup_keep_order(items: &mut Vec<String>) {
+    let mut seen = BTreeSet::new();
+    items.retain(|i| seen.insert(i.clone()));
+}
+
+/// Container names for every enabled service; refuses duplicates and names Podman rejects.
+fn container_names(
+    project: &str,
+    enabled: &BTreeMap<&str, &Service>,
+) -> Result<BTreeMap<String, String>, ComposeError> {
+    let mut names = BTreeMap::new();
+    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
+    for (&service, s) in enabled {
+        let name = match &s.container_name {
+            Some(n) => n.clone(),
+            None => format!("{project}-{service}-1"),
+        };
+        let path = format!("services.{service}.container_name");
+        let valid = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !valid {
+            return Err(ComposeError::invalid(
+                &path,
+                format!("container name {name:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*"),
+            ));
+        }
+        if let Some(other) = owner.insert(name.clone(), service) {
+            return Err(ComposeError::invalid(
+                &path,
+                format!("container name {name:?} is also used by service {other:?}"),
+            ));
+        }
+        names.insert(service.to_string(), name);
+    }
+    Ok(names)
+}
+
+fn qualify_image(image: Option<&str>, path: &str) -> Result<String, ComposeError> {
+    let path = format!("{path}.image");
+    let Some(image) = image.filter(|i| !i.trim().is_empty()) else {
+        return Err(ComposeError::invalid(
+            &path,
+            "every service needs an image; margo-agent does not build images",
+        ));
+    };
+    let r = Reference::parse(image).map_err(|e| ComposeError::invalid(&path, e.to_string()))?;
+    let mut q = r.name();
+    if let Some(tag) = &r.tag {
+        q.push(':');
+        q.push_str(tag);
+    } else if r.digest.is_none() {
+        q.push_str(":latest");
+    }
+    if let Some(d) = &r.digest {
+        q.push('@');
+        q.push_str(d.as_str());
+    }
+    Ok(q)
+}
+
+/// Podman can clear an image's CMD only by also setting an entrypoint (a set entrypoint
+/// discards the image CMD), so `command: []` alone cannot be honoured.
+fn check_command(s: &Service, path: &str) -> Result<Option<Vec<String>>, ComposeError> {
+    if s.command.as_ref().is_some_and(Vec::is_empty) && s.entrypoint.is_none() {
+        return Err(ComposeError::invalid(
+            &format!("{path}.command"),
+            "an empty command clears the image's CMD, which Podman can only do when entrypoint is also set",
+        ));
+    }
+    Ok(s.command.clone())
+}
+
+fn check_labels(
+    labels: &BTreeMap<String, String>,
+    path: &str,
+) -> Result<BTreeMap<String, String>, ComposeError> {
+    for key in labels.keys() {
+        if RESERVED_LABEL_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            return Err(ComposeError::invalid(
+                &format!("{path}.labels.{key}"),
+                "labels starting with com.docker.compose. or org.margo. are set by margo-agent",
+            ));
+        }
+    }
+    Ok(labels.clone())
+}
+
+fn environment(
+    s: &Service,
+    path: &str,
+    cx: &Context<'_>,
+    warnings: &mut Vec<Warning>,
+) -> Result<BTreeMap<String, String>, ComposeError> {
+    let mut env = BTreeMap::new();
+    for (i, f) in s.env_file.iter().enumerate() {
+        let fpath = format!("{path}.env_file[{i}]");
+        let file = inside_project(cx.working_dir, &f.path, &fpath)?;
+        if !f.required && !file.exists() {
+            continue;
+        }
+        for (k, v) in dotenv::read_env_file(&file, cx.lookup, warnings)? {
+            match v.or_else(|| (cx.lookup)(&k)) {
+                Some(v) => env.insert(k, v),
+                None => env.remove(&k),
+            };
+        }
+    }
+    for (k, v) in &s.environment {
+        match v.clone().or_else(|| (cx.lookup)(k)) {
+            Some(v) => env.insert(k.clone(), v),
+            None => env.remove(k),
+        };
+    }
+    Ok(env)
+}
+
+fn resolve_mount(
+    m: &Mount,
+    path: &str,
+    project: &str,
+    file: &ComposeFile,
+    dir: &Path,
+    used_volumes: &mut BTreeSet<String>,
+) -> Result<Mount, ComposeError> {
+    Ok(match m {
+        Mount::Bind {
+            source,
+            target,
+            read_only,
+            create_host_path,
+            propagation,
+            selinux,
+        } => {
+            let source = if source.starts_with('~') {
+                return Err(ComposeError::invalid(
+                    path,
+                    "a bind source under ~ has no meaning on a device; use a path in the package or an absolute path",
+                ));
+            } else if source.starts_with('/') {
+                source.clone()
+            } else {
+                inside_project(dir, source, path)?
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            Mount::Bind {
+                source,
+                target: target.clone(),
+                read_only: *read_only,
+                create_host_path: *create_host_path,
+                propagation: propagation.clone(),
+                selinux: selinux.clone(),
+            }
+        }
+        Mount::Volume {
+            source,
+            target,
+            read_only,
+            nocopy,
+        } => {
+            let name = match source {
+                None => None,
+                Some(key) if file.volumes.contains_key(key) => {
+                    used_volumes.insert(key.clone());
+                    Some(volume_spec(project, file, key).name)
+                }
+                Some(key) => {
+                    return Err(ComposeError::invalid(
+                        path,
+                        format!("volume {key:?} is not declared under the top-level volumes key"),
+                    ));
+                }
+            };
+            Mount::Volume {
+                source: name,
+                target: target.clone(),
+                read_only: *read_only,
+                nocopy: *nocopy,
+            }
+        }
+        Mount::Tmpfs { .. } => m.clone(),
+    })
+}
+
+fn network_name(project: &str, file: &ComposeFile, key: &str) -> String {
+    network_spec(project, file, key).name
+}
+
+fn network_spec(project: &str, file: &ComposeFile, key: &str) -> NetworkSpec {
+    let def = file.networks.get(key).cloned().unwrap_or_default();
+    let name = match (&def.name, def.external) {
+        (Some(n), _) => n.clone(),
+        (None, true) => key.to_string(),
+        (None, false) => format!("{project}_{key}"),
+    };
+    NetworkSpec {
+        key: key.to_string(),
+        name,
+        external: def.external,
+        internal: def.internal,
+        enable_ipv6: def.enable_ipv6,
+        labels: def.labels,
+        subnets: def
+            .subnets
+            .into_iter()
+            .map(|Subnet { subnet, gateway }| (subnet, gateway))
+            .collect(),
+    }
+}
+
+fn volume_spec(project: &str, file: &ComposeFile, key: &str) -> VolumeSpec {
+    let def = file.volumes.get(key).cloned().unwrap_or_default();
+    let name = match (&def.name, def.external) {
+        (Some(n), _) => n.clone(),
+        (None, true) => key.to_string(),
+        (None, false) => format!("{project}_{key}"),
+    };
+    VolumeSpec {
+        key: key.to_string(),
+        name,
+        external: def.external,
+        labels: def.labels,
+        driver_opts: def.driver_opts,
+    }
+}

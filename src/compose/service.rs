@@ -1,0 +1,468 @@
+//! One service of a compose file, read key by key into typed values.
+//!
+//! Owns: the list of service keys margo-agent accepts, the reason for every key it refuses,
+//! and the typed shape of each accepted key as the file states it (paths still relative,
+//! environment not yet merged with `env_file`, names not yet qualified — that is
+//! [`super::project`]'s job).
+//!
+//! Refuses, each with its own reason: `build`, `develop`, `extends`, `runtime`,
+//! `volumes_from`, `userns_mode`, `cgroup_parent`, `external_links`, `gpus`, lifecycle hooks,
+//! `deploy.replicas` other than 1, `deploy.mode: global`; compose-spec keys not implemented
+//! yet are refused as such, and a key in no specification is refused as unknown. Nothing is
+//! silently dropped: keys without effect on one Podman host (swarm-only `deploy` settings)
+//! produce a [`Warning`].
+
+use super::error::{ComposeError, Warning};
+use super::lifecycle::{self, Deploy};
+pub use super::lifecycle::{Healthcheck, Limits, Restart, RestartPolicy};
+use super::mounts;
+pub use super::mounts::Mount;
+use super::syntax::{self, Port, Protocol};
+use super::tree::Node;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Service keys accepted by this first cut (besides `x-*`, dropped before reading).
+#[rustfmt::skip]
+pub const SUPPORTED_SERVICE_KEYS: &[&str] = &[
+    "cap_add", "cap_drop", "command", "container_name", "cpus", "depends_on", "deploy", "dns",
+    "entrypoint", "env_file", "environment", "expose", "extra_hosts", "healthcheck", "hostname",
+    "image", "init", "labels", "mem_limit", "network_mode", "networks", "pids_limit",
+    "platform", "ports", "privileged", "profiles", "pull_policy", "read_only", "restart",
+    "scale", "stdin_open", "stop_grace_period", "stop_signal", "tmpfs", "tty", "user",
+    "volumes", "working_dir",
+];
+
+/// Keys refused for good, with the reason shown to the operator.
+#[rustfmt::skip]
+const REFUSED_SERVICE_KEYS: &[(&str, &str)] = &[
+    ("build", "margo-agent runs prebuilt images only"),
+    ("develop", "it configures development-time file watching, not a device"),
+    ("extends", "the package must hold one self-contained compose file"),
+    ("runtime", "containers run with the device's default OCI runtime"),
+    ("volumes_from", "share data through named volumes instead"),
+    ("userns_mode", "user namespaces are set by the device's Podman configuration"),
+    ("cgroup_parent", "containers stay in the cgroup Podman gives them"),
+    ("external_links", "links to containers outside the project are not supported"),
+    ("gpus", "device access is decided by the device policy, not the compose file"),
+    ("post_start", "lifecycle hooks are not supported"),
+    ("pre_stop", "lifecycle hooks are not supported"),
+    ("provider", "provider services are not supported"),
+    ("use_api_socket", "workloads get no access to the container engine's socket"),
+];
+
+/// Compose-spec service keys that a later version will support.
+#[rustfmt::skip]
+const NOT_YET_SERVICE_KEYS: &[&str] = &[
+    "annotations", "attach", "blkio_config", "cgroup", "configs", "cpu_count", "cpu_percent",
+    "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpuset",
+    "credential_spec", "device_cgroup_rules", "devices", "dns_opt", "dns_search", "domainname",
+    "group_add", "ipc", "isolation", "label_file", "links", "logging", "mac_address",
+    "mem_reservation", "mem_swappiness", "memswap_limit", "models", "oom_kill_disable",
+    "oom_score_adj", "pid", "pull_refresh_after", "secrets", "security_opt", "shm_size",
+    "storage_opt", "sysctls", "ulimits", "uts",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully,
+}
+
+impl Condition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::ServiceStarted => "service_started",
+            Condition::ServiceHealthy => "service_healthy",
+            Condition::ServiceCompletedSuccessfully => "service_completed_successfully",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Dependency {
+    pub condition: Condition,
+    /// `required: false` turns a failed dependency into a warning.
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// `bridge`: Podman's default network, not the project's.
+    Bridge,
+    Host,
+    None,
+    /// `service:<name>`: join that service's network namespace.
+    Service(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    Always,
+    Never,
+    #[default]
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvFile {
+    pub path: String,
+    pub required: bool,
+}
+
+/// A service as its compose file states it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Service {
+    pub image: Option<String>,
+    /// `Some(vec![])` for `command: []` / `""`.
+    pub command: Option<Vec<String>>,
+    /// `Some(vec![])` for `entrypoint: []` / `""` (clear the image's entrypoint).
+    pub entrypoint: Option<Vec<String>>,
+    /// In file order; `None` values are taken from the variables at load time.
+    pub environment: Vec<(String, Option<String>)>,
+    pub env_file: Vec<EnvFile>,
+    pub ports: Vec<Port>,
+    pub mounts: Vec<Mount>,
+    /// Network key → extra aliases. Empty means the project's `default` network.
+    pub networks: BTreeMap<String, Vec<String>>,
+    pub network_mode: Option<NetworkMode>,
+    pub restart: Option<Restart>,
+    pub labels: BTreeMap<String, String>,
+    pub depends_on: BTreeMap<String, Dependency>,
+    pub container_name: Option<String>,
+    pub hostname: Option<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    /// `None`: the image's own healthcheck (if any) applies unchanged.
+    pub healthcheck: Option<Healthcheck>,
+    pub stop_signal: Option<i64>,
+    pub stop_grace_period: Option<Duration>,
+    pub privileged: bool,
+    pub tty: bool,
+    pub stdin_open: bool,
+    pub read_only: bool,
+    pub init: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub dns: Vec<String>,
+    /// `host:address` entries.
+    pub extra_hosts: Vec<String>,
+    pub profiles: Vec<String>,
+    pub limits: Limits,
+    pub pull_policy: PullPolicy,
+    pub platform: Option<String>,
+}
+
+/// Reads one service; `node` is `services.<name>` with `x-*` keys already removed.
+pub fn read(
+    name: &str,
+    node: &Node<'_>,
+    warnings: &mut Vec<Warning>,
+) -> Result<Service, ComposeError> {
+    let mut s = Service::default();
+    let mut legacy = Limits::default();
+    let mut deploy = Deploy::default();
+    for (key, v) in node.entries()? {
+        match key {
+            "image" => s.image = v.opt_string()?,
+            "command" => s.command = command(&v)?,
+            "entrypoint" => s.entrypoint = command(&v)?,
+            "environment" => s.environment = v.key_values()?,
+            "env_file" => s.env_file = env_files(&v)?,
+            "ports" => s.ports = ports(&v)?,
+            "volumes" => s.mounts.extend(mounts::volumes(&v)?),
+            "tmpfs" => s.mounts.extend(mounts::tmpfs(&v)?),
+            "networks" => s.networks = networks(&v)?,
+            "network_mode" => s.network_mode = Some(network_mode(&v)?),
+            "restart" => s.restart = Some(lifecycle::restart(&v)?),
+            "labels" => s.labels = labels(&v)?,
+            "depends_on" => s.depends_on = depends_on(&v)?,
+            "container_name" => s.container_name = v.opt_string()?,
+            "hostname" => s.hostname = v.opt_string()?,
+            "working_dir" => s.working_dir = v.opt_string()?,
+            "user" => s.user = v.opt_string()?,
+            "healthcheck" => s.healthcheck = lifecycle::healthcheck(&v, warnings)?,
+            "stop_signal" => {
+                s.stop_signal =
+                    Some(syntax::signal_number(&v.string()?).map_err(|e| v.invalid(e))?);
+            }
+            "stop_grace_period" => s.stop_grace_period = Some(v.duration()?),
+            "privileged" => s.privileged = v.bool()?,
+            "tty" => s.tty = v.bool()?,
+            "stdin_open" => s.stdin_open = v.bool()?,
+            "read_only" => s.read_only = v.bool()?,
+            "init" => s.init = v.bool()?,
+            "cap_add" => s.cap_add = v.string_list()?,
+            "cap_drop" => s.cap_drop = v.string_list()?,
+            "dns" => s.dns = v.string_or_list()?,
+            "extra_hosts" => s.extra_hosts = extra_hosts(&v)?,
+            // Documentation only: every port is reachable on the project network anyway.
+            "expose" => drop(v.string_list()?),
+            "profiles" => s.profiles = v.string_list()?,
+            "pull_policy" => s.pull_policy = pull_policy(&v, name)?,
+            "platform" => s.platform = v.opt_string()?,
+            "mem_limit" => legacy.memory = Some(v.bytes()?),
+            "cpus" => legacy.cpus = Some(lifecycle::cpus(&v)?),
+            "pids_limit" => legacy.pids = Some(v.i64()?),
+            "scale" => lifecycle::replicas(&v, name, "scale")?,
+            "deploy" => deploy = lifecycle::read_deploy(&v, name, warnings)?,
+            other => return Err(refuse(name, other)),
+        }
+    }
+    s.limits = lifecycle::merge_limits(node, legacy, deploy.limits)?;
+    if deploy.restart.is_some() {
+        // The spec: deploy.restart_policy takes precedence over `restart`.
+        s.restart = deploy.restart;
+    }
+    if s.network_mode.is_some() && !s.networks.is_empty() {
+        return Err(node.invalid("network_mode and networks cannot both be set"));
+    }
+    Ok(s)
+}
+
+fn refuse(service: &str, key: &str) -> ComposeError {
+    let reason = if let Some((_, why)) = REFUSED_SERVICE_KEYS.iter().find(|(k, _)| *k == key) {
+        (*why).to_string()
+    } else if NOT_YET_SERVICE_KEYS.contains(&key) {
+        "margo-agent does not implement it yet".to_string()
+    } else {
+        "it is not a compose-spec service key (custom keys must start with x-)".to_string()
+    };
+    ComposeError::unsupported(Some(service), key, reason)
+}
+
+/// `command`/`entrypoint`: a string (split like a shell) or a list; `[]` and `""` clear.
+fn command(v: &Node<'_>) -> Result<Option<Vec<String>>, ComposeError> {
+    match v.value {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => syntax::shell_words(s).map(Some).map_err(|e| v.invalid(e)),
+        serde_json::Value::Array(_) => v.string_list().map(Some),
+        _ => Err(v.type_error("a string or a list of strings")),
+    }
+}
+
+fn env_files(v: &Node<'_>) -> Result<Vec<EnvFile>, ComposeError> {
+    let items = match v.value {
+        serde_json::Value::Array(_) => v.items()?,
+        _ => vec![v.clone()],
+    };
+    let mut out = Vec::new();
+    for item in items {
+        if item.value.is_object() {
+            let mut f = EnvFile {
+                path: String::new(),
+                required: true,
+            };
+            for (k, e) in item.entries()? {
+                match k {
+                    "path" => f.path = e.string()?,
+                    "required" => f.required = e.bool()?,
+                    "format" => {
+                        return Err(e.invalid("only the default env file format is supported"));
+                    }
+                    _ => {
+                        return Err(
+                            e.invalid("unknown key; env_file entries have path and required")
+                        );
+                    }
+                }
+            }
+            if f.path.is_empty() {
+                return Err(item.invalid("env_file entry has no path"));
+            }
+            out.push(f);
+        } else {
+            out.push(EnvFile {
+                path: item.string()?,
+                required: true,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn ports(v: &Node<'_>) -> Result<Vec<Port>, ComposeError> {
+    let mut out = Vec::new();
+    for item in v.items()? {
+        let port = match item.value {
+            serde_json::Value::Object(_) => long_port(&item)?,
+            serde_json::Value::String(_) | serde_json::Value::Number(_) => {
+                syntax::short_port(&item.string()?).map_err(|e| item.invalid(e))?
+            }
+            _ => return Err(item.type_error("a port string such as \"8080:80\" or a mapping")),
+        };
+        out.push(port);
+    }
+    Ok(out)
+}
+
+fn long_port(item: &Node<'_>) -> Result<Port, ComposeError> {
+    let mut target = None;
+    let mut published = None;
+    let mut port = Port {
+        host_ip: None,
+        published: None,
+        target: 0,
+        range: 1,
+        protocol: Protocol::Tcp,
+    };
+    for (k, e) in item.entries()? {
+        match k {
+            "target" => target = Some(syntax::port_range(&e.string()?).map_err(|m| e.invalid(m))?),
+            "published" => {
+                let text = e.string()?;
+                if !text.is_empty() {
+                    published = Some(syntax::port_range(&text).map_err(|m| e.invalid(m))?);
+                }
+            }
+            "host_ip" => port.host_ip = e.opt_string()?.filter(|ip| !ip.is_empty()),
+            "protocol" => port.protocol = Protocol::parse(&e.string()?).map_err(|m| e.invalid(m))?,
+            // `mode: ingress` is swarm's routing mesh; on one host every mode is `host`.
+            "mode" | "name" | "app_protocol" => drop(e.string()?),
+            _ => return Err(e.invalid("unknown port key; expected target, published, host_ip, protocol, mode, name, app_protocol")),
+        }
+    }
+    let (t, range) = target.ok_or_else(|| item.invalid("a long-form port needs a target"))?;
+    port.target = t;
+    port.range = range;
+    if let Some((p, count)) = published {
+        if count != range && range != 1 {
+            return Err(item.invalid("published and target ranges differ in length"));
+        }
+        if count != 1 && range == 1 {
+            return Err(
+                item.invalid("a published port range needs a target range of the same length")
+            );
+        }
+        port.published = Some(p);
+    }
+    Ok(port)
+}
+
+fn networks(v: &Node<'_>) -> Result<BTreeMap<String, Vec<String>>, ComposeError> {
+    let mut out = BTreeMap::new();
+    match v.value {
+        serde_json::Value::Array(_) => {
+            for name in v.string_list()? {
+                out.insert(name, Vec::new());
+            }
+        }
+        serde_json::Value::Object(_) => {
+            for (name, n) in v.entries()? {
+                let mut aliases = Vec::new();
+                if !n.is_null() {
+                    for (k, e) in n.entries()? {
+                        match k {
+                            "aliases" => aliases = e.string_list()?,
+                            _ => {
+                                return Err(ComposeError::unsupported(
+                                    None,
+                                    &e.path,
+                                    "only aliases are supported on a service's network in this version",
+                                ));
+                            }
+                        }
+                    }
+                }
+                out.insert(name.to_string(), aliases);
+            }
+        }
+        _ => return Err(v.type_error("a list of network names or a mapping")),
+    }
+    Ok(out)
+}
+
+fn network_mode(v: &Node<'_>) -> Result<NetworkMode, ComposeError> {
+    let text = v.string()?;
+    match text.as_str() {
+        "bridge" => Ok(NetworkMode::Bridge),
+        "host" => Ok(NetworkMode::Host),
+        "none" => Ok(NetworkMode::None),
+        _ => match text.split_once(':') {
+            Some(("service", s)) if !s.is_empty() => Ok(NetworkMode::Service(s.to_string())),
+            Some(("container", _)) => Err(v.invalid(
+                "network_mode container: names a container outside the project; use service:<name>",
+            )),
+            _ => Err(v.invalid(format!(
+                "{text:?} is not bridge, host, none or service:<name>"
+            ))),
+        },
+    }
+}
+
+fn labels(v: &Node<'_>) -> Result<BTreeMap<String, String>, ComposeError> {
+    v.key_values()?
+        .into_iter()
+        .map(|(k, val)| Ok((k, val.unwrap_or_default())))
+        .collect()
+}
+
+fn depends_on(v: &Node<'_>) -> Result<BTreeMap<String, Dependency>, ComposeError> {
+    let started = Dependency {
+        condition: Condition::ServiceStarted,
+        required: true,
+    };
+    let mut out = BTreeMap::new();
+    if let serde_json::Value::Array(_) = v.value {
+        for name in v.string_list()? {
+            out.insert(name, started);
+        }
+        return Ok(out);
+    }
+    for (name, d) in v.entries()? {
+        let mut dep = started;
+        for (k, e) in d.entries()? {
+            match k {
+                "condition" => {
+                    dep.condition = match e.string()?.as_str() {
+                        "service_started" => Condition::ServiceStarted,
+                        "service_healthy" => Condition::ServiceHealthy,
+                        "service_completed_successfully" => Condition::ServiceCompletedSuccessfully,
+                        other => return Err(e.invalid(format!("{other:?} is not service_started, service_healthy or service_completed_successfully"))),
+                    }
+                }
+                "required" => dep.required = e.bool()?,
+                // Restarting dependents when a dependency is updated: see plan.rs.
+                "restart" => drop(e.bool()?),
+                _ => return Err(e.invalid("unknown key; expected condition, required, restart")),
+            }
+        }
+        out.insert(name.to_string(), dep);
+    }
+    Ok(out)
+}
+
+fn extra_hosts(v: &Node<'_>) -> Result<Vec<String>, ComposeError> {
+    if let serde_json::Value::Object(_) = v.value {
+        return v
+            .entries()?
+            .into_iter()
+            .map(|(host, ip)| Ok(format!("{host}:{}", ip.string()?)))
+            .collect();
+    }
+    v.string_list()?
+        .iter()
+        .map(|e| syntax::extra_host(e).map_err(|m| v.invalid(m)))
+        .collect()
+}
+
+fn pull_policy(v: &Node<'_>, service: &str) -> Result<PullPolicy, ComposeError> {
+    match v.string()?.as_str() {
+        "always" => Ok(PullPolicy::Always),
+        "never" => Ok(PullPolicy::Never),
+        "missing" | "if_not_present" => Ok(PullPolicy::Missing),
+        "build" => Err(ComposeError::unsupported(
+            Some(service),
+            "pull_policy: build",
+            "margo-agent runs prebuilt images only",
+        )),
+        other => Err(v.invalid(format!(
+            "{other:?} is not always, never, missing or if_not_present"
+        ))),
+    }
+}
