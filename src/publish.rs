@@ -79,11 +79,10 @@ fn parse_args(opts: &[String]) -> Result<Args, String> {
             }
             "--version" => {
                 let v = value("--version")?;
-                a.version = Some(
-                    crate::source::parse_version(&v).map_err(|_| {
+                a.version =
+                    Some(crate::source::parse_version(&v).map_err(|_| {
                         format!("--version {v:?}: expected a non-negative integer")
-                    })?,
-                );
+                    })?);
             }
             "--plain-http" => a.plain_http = true,
             "--package" => a.package = Some(PathBuf::from(value("--package")?)),
@@ -151,15 +150,21 @@ fn publish(args: &Args, config_path: Option<&Path>) -> Result<String, (u8, Strin
     let (artifact_type, layer_media_type, layer_bytes, annotations) = match &args.package {
         Some(dir) => {
             let bytes = pack_package(dir).map_err(|e| (exit::USAGE, e))?;
-            (PACKAGE_ARTIFACT_TYPE, PACKAGE_LAYER_MEDIA_TYPE, bytes, BTreeMap::new())
+            (
+                PACKAGE_ARTIFACT_TYPE,
+                PACKAGE_LAYER_MEDIA_TYPE,
+                bytes,
+                BTreeMap::new(),
+            )
         }
         None => {
             let mut files = Vec::new();
             for f in &args.files {
                 let text = read_capped(f).map_err(|e| (exit::USAGE, e))?;
-                let name = f
-                    .file_name()
-                    .map_or_else(|| "deployment.yaml".into(), |n| n.to_string_lossy().into_owned());
+                let name = f.file_name().map_or_else(
+                    || "deployment.yaml".into(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
                 files.push(YamlFile { name, text });
             }
             let bytes = layer::encode(args.form, &files)
@@ -198,7 +203,10 @@ fn publish(args: &Args, config_path: Option<&Path>) -> Result<String, (u8, Strin
 fn read_capped(path: &Path) -> Result<String, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.len() > PUBLISH_FILE_MAX_BYTES {
-        return Err(format!("{} is larger than {PUBLISH_FILE_MAX_BYTES} bytes", path.display()));
+        return Err(format!(
+            "{} is larger than {PUBLISH_FILE_MAX_BYTES} bytes",
+            path.display()
+        ));
     }
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -233,10 +241,16 @@ pub fn pack_package(dir: &Path) -> Result<Vec<u8>, String> {
         } else {
             use std::os::unix::fs::PermissionsExt;
             h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 });
+            h.set_mode(if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            });
             h.set_size(meta.len());
             let f = std::fs::File::open(&abs).map_err(|e| format!("{}: {e}", abs.display()))?;
-            builder.append_data(&mut h, &rel, f).map_err(|e| e.to_string())?;
+            builder
+                .append_data(&mut h, &rel, f)
+                .map_err(|e| e.to_string())?;
         }
     }
     let gz = builder.into_inner().map_err(|e| e.to_string())?;

@@ -29,7 +29,7 @@ use crate::source::oci::{Known, OciSource};
 use crate::source::{Polled, SourceError};
 use crate::state::{ComponentRecord, DeploymentRecord, Failure, Loaded, Phase, State, StateFile};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const LABEL_DEPLOYMENT: &str = "org.margo.deployment-id";
 pub const LABEL_COMPONENT: &str = "org.margo.component";
@@ -124,8 +124,8 @@ impl Agent {
             journal::error(&format!("{e}; margo-agent cannot start"), &[]);
             exit::CONFIG
         })?;
-        let (state_file, mut state, loaded) =
-            StateFile::open(&config.state_file, now_unix()).map_err(|e| {
+        let (state_file, mut state, loaded) = StateFile::open(&config.state_file, now_unix())
+            .map_err(|e| {
                 journal::error(&e.to_string(), &[]);
                 exit::STATE
             })?;
@@ -176,7 +176,10 @@ impl Agent {
     /// path) keep their old value, with a journal line.
     pub fn reload(&mut self, config: Config) {
         if config.state_file != self.config.state_file {
-            journal::warn("state_file cannot change without a restart; keeping the old path", &[]);
+            journal::warn(
+                "state_file cannot change without a restart; keeping the old path",
+                &[],
+            );
         }
         match (config.source_reference(), Self::registry_client(&config)) {
             (Ok(r), Ok((oci, ()))) => {
@@ -191,7 +194,10 @@ impl Agent {
                 }
             }
             (Err(e), _) | (_, Err(e)) => {
-                journal::error(&format!("config reload refused: {e}; keeping the running config"), &[]);
+                journal::error(
+                    &format!("config reload refused: {e}; keeping the running config"),
+                    &[],
+                );
             }
         }
     }
@@ -228,7 +234,11 @@ impl Agent {
                 }
                 return Outcome::SourceUnreachable(msg);
             }
-            Err(SourceError::Invalid { code, message, digest }) => {
+            Err(SourceError::Invalid {
+                code,
+                message,
+                digest,
+            }) => {
                 return self.refuse(Failure::new(code, message), digest);
             }
         };
@@ -236,7 +246,10 @@ impl Agent {
             &format!(
                 "desired state changed to {}{}: {} file(s)",
                 revision.digest.short(),
-                revision.version.map(|v| format!(" (version {v})")).unwrap_or_default(),
+                revision
+                    .version
+                    .map(|v| format!(" (version {v})"))
+                    .unwrap_or_default(),
                 files.len()
             ),
             &[("DIGEST", revision.digest.as_str())],
@@ -248,7 +261,11 @@ impl Agent {
                 Err(e) => {
                     let failure = Failure::new(
                         e.code(),
-                        format!("desired state {} file {:?}: {e}; keeping current workloads", revision.digest.short(), f.name),
+                        format!(
+                            "desired state {} file {:?}: {e}; keeping current workloads",
+                            revision.digest.short(),
+                            f.name
+                        ),
                     );
                     return self.refuse(failure, Some(revision.digest));
                 }
@@ -259,7 +276,11 @@ impl Agent {
             if !seen.insert(d.id.clone()) {
                 let failure = Failure::new(
                     model::ERR_DESIRED_STATE_INVALID,
-                    format!("desired state {}: deployment id {:?} appears twice; keeping current workloads", revision.digest.short(), d.id),
+                    format!(
+                        "desired state {}: deployment id {:?} appears twice; keeping current workloads",
+                        revision.digest.short(),
+                        d.id
+                    ),
                 );
                 return self.refuse(failure, Some(revision.digest));
             }
@@ -271,9 +292,10 @@ impl Agent {
         let mut failed = 0;
         let mut podman_down = None;
         for dep in &desired {
-            let unchanged = self.state.deployments.get(&dep.id).is_some_and(|r| {
-                &r.digest == dep.content_digest() && r.phase == Phase::Installed
-            });
+            let unchanged =
+                self.state.deployments.get(&dep.id).is_some_and(|r| {
+                    &r.digest == dep.content_digest() && r.phase == Phase::Installed
+                });
             if unchanged {
                 continue;
             }
@@ -297,7 +319,10 @@ impl Agent {
             }
         }
         if let Some(msg) = podman_down {
-            journal::warn(&format!("{msg}; the apply is retried on the next poll"), &[]);
+            journal::warn(
+                &format!("{msg}; the apply is retried on the next poll"),
+                &[],
+            );
             let _ = self.save();
             return Outcome::PodmanUnavailable(msg);
         }
@@ -316,7 +341,11 @@ impl Agent {
             Outcome::ApplyFailed { failed }
         } else {
             journal::notice(
-                &format!("desired state {} applied: {} deployment(s) running, {changed} changed", revision.digest.short(), desired.len()),
+                &format!(
+                    "desired state {} applied: {} deployment(s) running, {changed} changed",
+                    revision.digest.short(),
+                    desired.len()
+                ),
                 &[("DIGEST", revision.digest.as_str())],
             );
             Outcome::Converged { changed }
@@ -333,7 +362,11 @@ impl Agent {
         let d = digest.as_ref().map(Digest::to_string).unwrap_or_default();
         journal::error(
             &format!("{}: {}", failure.code, failure.message),
-            &[("ERROR_CODE", &failure.code), ("DIGEST", &d), ("MARGO_STATE", "Failed")],
+            &[
+                ("ERROR_CODE", &failure.code),
+                ("DIGEST", &d),
+                ("MARGO_STATE", "Failed"),
+            ],
         );
         self.state.source.rejected = digest;
         self.state.source.rejected_error = Some(failure.clone());
@@ -356,7 +389,11 @@ impl Agent {
         match Podman::connect(&p.socket, timeouts) {
             Ok(podman) => {
                 journal::info(
-                    &format!("connected to Podman at {} (libpod API {})", p.socket.display(), podman.api_version),
+                    &format!(
+                        "connected to Podman at {} (libpod API {})",
+                        p.socket.display(),
+                        podman.api_version
+                    ),
                     &[],
                 );
                 self.podman = Some(podman);
@@ -377,11 +414,20 @@ impl Agent {
             r.since = now_unix();
         }
         let msg = match &error {
-            Some(f) => format!("deployment {id:?}: {} — {}: {}", phase.as_str(), f.code, f.message),
+            Some(f) => format!(
+                "deployment {id:?}: {} — {}: {}",
+                phase.as_str(),
+                f.code,
+                f.message
+            ),
             None => format!("deployment {id:?}: {}", phase.as_str()),
         };
         let code = error.as_ref().map(|f| f.code.clone()).unwrap_or_default();
-        let fields = [("DEPLOYMENT_ID", id), ("MARGO_STATE", phase.as_str()), ("ERROR_CODE", code.as_str())];
+        let fields = [
+            ("DEPLOYMENT_ID", id),
+            ("MARGO_STATE", phase.as_str()),
+            ("ERROR_CODE", code.as_str()),
+        ];
         if error.is_some() {
             journal::error(&msg, &fields);
         } else {
@@ -401,11 +447,14 @@ impl Agent {
             .components
             .iter()
             .map(|c| {
-                (c.name.clone(), ComponentRecord {
-                    phase: Phase::Pending,
-                    project: dep.project_name(&c.name),
-                    error: None,
-                })
+                (
+                    c.name.clone(),
+                    ComponentRecord {
+                        phase: Phase::Pending,
+                        project: dep.project_name(&c.name),
+                        error: None,
+                    },
+                )
             })
             .collect();
         self.state.deployments.insert(
@@ -422,10 +471,10 @@ impl Agent {
         );
         self.set_phase(&dep.id, Phase::Installing, None);
         for component in &dep.components {
-            if let Some(r) = self.state.deployments.get_mut(&dep.id) {
-                if let Some(c) = r.components.get_mut(&component.name) {
-                    c.phase = Phase::Installing;
-                }
+            if let Some(r) = self.state.deployments.get_mut(&dep.id)
+                && let Some(c) = r.components.get_mut(&component.name)
+            {
+                c.phase = Phase::Installing;
             }
             let result = self.apply_component(dep, component);
             let (phase, error) = match &result {
@@ -451,7 +500,11 @@ impl Agent {
             }
         }
         // Components dropped by an update.
-        let now: BTreeSet<String> = dep.components.iter().map(|c| dep.project_name(&c.name)).collect();
+        let now: BTreeSet<String> = dep
+            .components
+            .iter()
+            .map(|c| dep.project_name(&c.name))
+            .collect();
         for old in previous_projects.difference(&now) {
             if let Some(podman) = self.podman.as_mut() {
                 apply::remove_project(podman, old, &[("DEPLOYMENT_ID", &dep.id)])?;
@@ -466,7 +519,10 @@ impl Agent {
         dep: &ApplicationDeployment,
         component: &model::Component,
     ) -> Result<(), apply::ApplyError> {
-        let fields = [("DEPLOYMENT_ID", dep.id.as_str()), ("COMPONENT", component.name.as_str())];
+        let fields = [
+            ("DEPLOYMENT_ID", dep.id.as_str()),
+            ("COMPONENT", component.name.as_str()),
+        ];
         let fail = |code: &'static str, message: String| apply::ApplyError {
             code,
             message,
@@ -475,17 +531,30 @@ impl Agent {
         let fetched = fetch::fetch(&mut self.oci, component, &self.config.work_dir)
             .map_err(|e| fail(e.code(), e.to_string()))?;
         journal::info(
-            &format!("component {:?}: package {} fetched", component.name, fetched.digest.short()),
+            &format!(
+                "component {:?}: package {} fetched",
+                component.name,
+                fetched.digest.short()
+            ),
             &[fields[0], fields[1], ("DIGEST", fetched.digest.as_str())],
         );
         let project_name = dep.project_name(&component.name);
-        let dest = self.config.work_dir.join("projects").join(format!(
-            "{project_name}-{}",
-            &fetched.digest.hex()[..12]
-        ));
-        if !dest.exists() {
-            package::unpack_tar_gz(&fetched.archive, &dest, &package::UnpackLimits::default())
-                .map_err(|e| fail(e.code(), e.to_string()))?;
+        // A stable directory per project: the compose working directory and bind sources are
+        // part of each service's config hash, so they must not move when the package does.
+        let projects = self.config.work_dir.join("projects");
+        let dest = projects.join(&project_name);
+        let marker = projects.join(format!("{project_name}.package"));
+        let current = std::fs::read_to_string(&marker).unwrap_or_default();
+        if !dest.is_dir() || current.trim() != fetched.digest.as_str() {
+            unpack_swap(&fetched.archive, &dest).map_err(|(code, m)| fail(code, m))?;
+            crate::state::write_atomically(&marker, fetched.digest.as_str().as_bytes()).map_err(
+                |e| {
+                    fail(
+                        "ERR_LOCAL_IO",
+                        format!("cannot write {}: {e}", marker.display()),
+                    )
+                },
+            )?;
         }
         let root = package::find_compose_root(&dest, fetched.layout)
             .map_err(|e| fail(e.code(), e.to_string()))?;
@@ -521,7 +590,6 @@ impl Agent {
             ),
             &fields,
         );
-        prune_old_unpacks(&self.config.work_dir.join("projects"), &project_name, &dest);
         Ok(())
     }
 
@@ -546,8 +614,12 @@ impl Agent {
         let dot_env_path = root.dir.join(".env");
         let dot_env = if dot_env_path.is_file() {
             let mut warnings = Vec::new();
-            dotenv::read_env_file(&dot_env_path, &|_: &str| None, &mut warnings)
+            let from_params = |k: &str| params.get(k).cloned();
+            dotenv::read_env_file(&dot_env_path, &from_params, &mut warnings)
                 .map_err(|e| fail(e.code(), e.to_string()))?
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect::<BTreeMap<String, String>>()
         } else {
             BTreeMap::new()
         };
@@ -610,7 +682,9 @@ impl Agent {
                 if let Some(podman) = self.podman.as_mut() {
                     apply::remove_project(podman, p, &[("DEPLOYMENT_ID", &id)])?;
                 }
-                prune_old_unpacks(&self.config.work_dir.join("projects"), p, Path::new(""));
+                let projects = self.config.work_dir.join("projects");
+                let _ = std::fs::remove_dir_all(projects.join(p));
+                let _ = std::fs::remove_file(projects.join(format!("{p}.package")));
             }
             journal::notice(
                 &format!("deployment {id:?}: Removed"),
@@ -635,21 +709,28 @@ fn read_capped(path: &Path, max: u64) -> Result<String, String> {
     Ok(s)
 }
 
-/// Removes unpacked copies of `project` other than `keep`.
-fn prune_old_unpacks(dir: &Path, project: &str, keep: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
+/// Unpacks `archive` beside `dest`, then swaps it in: a power cut leaves either the old or
+/// the new tree at `dest`, never half of one.
+fn unpack_swap(archive: &Path, dest: &Path) -> Result<(), (&'static str, String)> {
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        (
+            "ERR_LOCAL_IO",
+            format!("cannot {what} {}: {e}", p.display()),
+        )
     };
-    let prefix = format!("{project}-");
-    for e in rd.flatten() {
-        let p: PathBuf = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        // `<project>-<12 hex>` only: another project's name may extend this one's.
-        let ours = name
-            .strip_prefix(&prefix)
-            .is_some_and(|rest| rest.len() == 12 && rest.bytes().all(|b| b.is_ascii_hexdigit()));
-        if ours && p != keep {
-            let _ = std::fs::remove_dir_all(&p);
-        }
+    let partial = dest.with_extension("partial");
+    let old = dest.with_extension("old");
+    let _ = std::fs::remove_dir_all(&partial);
+    let _ = std::fs::remove_dir_all(&old);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
     }
+    package::unpack_tar_gz(archive, &partial, &package::UnpackLimits::default())
+        .map_err(|e| (e.code(), e.to_string()))?;
+    if dest.exists() {
+        std::fs::rename(dest, &old).map_err(|e| io("move aside", dest, e))?;
+    }
+    std::fs::rename(&partial, dest).map_err(|e| io("move into place", dest, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
 }

@@ -48,11 +48,20 @@ fn converges_updates_one_service_and_removes_a_deployment() {
 
     let repo = dev.publish_package("shop", &shop_compose(port, "v1"), "1.0.0");
     let out = dev.publish_desired(&[&deployment("main-path-d1", "shop", &repo, "1.0.0")], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let (code, log) = dev.run_once();
     assert_eq!(code, 0, "first converge failed:\n{log}");
-    assert_eq!(http_get(port, "/", Duration::from_secs(20)).as_deref().map(str::trim), Some("v1"));
+    assert_eq!(
+        http_get(port, "/", Duration::from_secs(20))
+            .as_deref()
+            .map(str::trim),
+        Some("v1")
+    );
     let first = container_ids(&dev);
     assert_eq!(first.len(), 2, "{first:?}");
     let status = dev.status();
@@ -70,38 +79,75 @@ fn converges_updates_one_service_and_removes_a_deployment() {
     assert!(out.status.success());
     let (code, log) = dev.run_once();
     assert_eq!(code, 0, "update failed:\n{log}");
-    assert_eq!(http_get(port, "/", Duration::from_secs(20)).as_deref().map(str::trim), Some("v2"));
+    assert_eq!(
+        http_get(port, "/", Duration::from_secs(20))
+            .as_deref()
+            .map(str::trim),
+        Some("v2")
+    );
     let second = container_ids(&dev);
     let sidecar = |m: &std::collections::BTreeMap<String, String>| {
-        m.iter().find(|(n, _)| n.contains("sidecar")).map(|(_, id)| id.clone())
+        m.iter()
+            .find(|(n, _)| n.contains("sidecar"))
+            .map(|(_, id)| id.clone())
     };
     let web = |m: &std::collections::BTreeMap<String, String>| {
-        m.iter().find(|(n, _)| n.contains("web")).map(|(_, id)| id.clone())
+        m.iter()
+            .find(|(n, _)| n.contains("web"))
+            .map(|(_, id)| id.clone())
     };
-    assert_eq!(sidecar(&first), sidecar(&second), "sidecar must not be recreated");
+    assert_eq!(
+        sidecar(&first),
+        sidecar(&second),
+        "sidecar must not be recreated"
+    );
     assert_ne!(web(&first), web(&second), "web must be recreated");
 
     // An invalid desired state is refused and the workloads keep running.
     let bad = dev.dir.join("bad.yaml");
     std::fs::write(&bad, "kind: ApplicationDeployment\nmetadata: [unclosed\n").unwrap();
     let out = dev.cmd(&["publish", "--to", &dev.reference, bad.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (code, log) = dev.run_once();
     assert_eq!(code, 5, "invalid state must exit 5:\n{log}");
     assert!(log.contains("ERR_DESIRED_STATE_INVALID"), "{log}");
-    assert_eq!(container_ids(&dev), second, "workloads must stay as they were");
-    assert_eq!(http_get(port, "/", Duration::from_secs(5)).as_deref().map(str::trim), Some("v2"));
+    assert_eq!(
+        container_ids(&dev),
+        second,
+        "workloads must stay as they were"
+    );
+    assert_eq!(
+        http_get(port, "/", Duration::from_secs(5))
+            .as_deref()
+            .map(str::trim),
+        Some("v2")
+    );
     assert!(dev.status()["source"]["rejected"].is_string());
 
     // Empty desired state: the deployment is removed, containers and network gone.
     let out = dev.publish_desired(&[], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (code, log) = dev.run_once();
     assert_eq!(code, 0, "removal failed:\n{log}");
     assert!(container_ids(&dev).is_empty());
     let nets = Bed::get().podman(&["network", "ls", "--format", "{{.Name}}"]);
     let nets = String::from_utf8_lossy(&nets.stdout);
-    assert!(!nets.lines().any(|n| n.starts_with("shop-")), "network left: {nets}");
-    assert!(dev.status()["deployments"].as_object().is_none_or(|m| m.is_empty()));
+    assert!(
+        !nets.lines().any(|n| n.starts_with("shop-")),
+        "network left: {nets}"
+    );
+    assert!(
+        dev.status()["deployments"]
+            .as_object()
+            .is_none_or(|m| m.is_empty())
+    );
     dev.cleanup();
 }

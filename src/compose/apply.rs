@@ -100,9 +100,16 @@ pub fn converge(
             continue;
         }
         let host = registry_of(&svc.image);
-        journal::info(&format!("pulling image {:?} for service {:?}", svc.image, svc.name), fields);
+        journal::info(
+            &format!("pulling image {:?} for service {:?}", svc.image, svc.name),
+            fields,
+        );
         podman
-            .pull_image(&svc.image, images.pull_auth(host).as_ref(), images.tls_verify(host))
+            .pull_image(
+                &svc.image,
+                images.pull_auth(host).as_ref(),
+                images.tls_verify(host),
+            )
             .map_err(|e| ApplyError {
                 code: "ERR_IMAGE_PULL",
                 podman_unavailable: e.is_unavailable(),
@@ -117,17 +124,17 @@ pub fn converge(
         journal::info(&format!("project {:?}: {action}", project.name), fields);
         match action {
             Action::CreateNetwork { name } => {
-                if !podman.network_exists(name)? {
-                    if let Some(n) = project.networks.iter().find(|n| &n.name == name) {
-                        podman.create_network(name, &n.create_body(&project.name, ctx))?;
-                    }
+                if !podman.network_exists(name)?
+                    && let Some(n) = project.networks.iter().find(|n| &n.name == name)
+                {
+                    podman.create_network(name, &n.create_body(&project.name, ctx))?;
                 }
             }
             Action::CreateVolume { name } => {
-                if !podman.volume_exists(name)? {
-                    if let Some(v) = project.volumes.iter().find(|v| &v.name == name) {
-                        podman.create_volume(name, &v.create_body(&project.name, ctx))?;
-                    }
+                if !podman.volume_exists(name)?
+                    && let Some(v) = project.volumes.iter().find(|v| &v.name == name)
+                {
+                    podman.create_volume(name, &v.create_body(&project.name, ctx))?;
                 }
             }
             Action::RemoveContainer { id, .. } => podman.remove_container(id)?,
@@ -151,7 +158,9 @@ pub fn converge(
                 podman.start_container(container).map_err(|e| ApplyError {
                     code: "ERR_CONTAINER_START",
                     podman_unavailable: e.is_unavailable(),
-                    message: format!("service {service:?}: container {container:?} did not start: {e}"),
+                    message: format!(
+                        "service {service:?}: container {container:?} did not start: {e}"
+                    ),
                 })?;
                 started.push((service.clone(), container.clone()));
             }
@@ -236,7 +245,12 @@ fn wait_ready(podman: &mut Podman, project: &Project, timeout: Duration) -> Resu
             if !st.running {
                 if st.status == "exited" || st.status == "stopped" {
                     if st.exit_code != 0 {
-                        return Err(exited_error(podman, &svc.name, &svc.container_name, st.exit_code));
+                        return Err(exited_error(
+                            podman,
+                            &svc.name,
+                            &svc.container_name,
+                            st.exit_code,
+                        ));
                     }
                     continue; // a one-shot service that completed
                 }

@@ -40,6 +40,7 @@
 //! not implemented yet (`devices`, `logging`, `secrets`, …) say so. Refusing is deliberate:
 //! a device that silently ignores a key runs something other than what was deployed.
 
+pub mod apply;
 pub mod dotenv;
 pub mod error;
 pub mod file;

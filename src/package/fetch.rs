@@ -38,10 +38,7 @@ pub struct Fetched {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("component {component:?}: fetching its package failed: {source}")]
-    Oci {
-        component: String,
-        source: OciError,
-    },
+    Oci { component: String, source: OciError },
     #[error("component {component:?}: package {location}: {reason}")]
     Invalid {
         component: String,
@@ -76,7 +73,11 @@ impl FetchError {
 }
 
 /// Fetches `component`'s package into `<work>/packages/`.
-pub fn fetch(oci: &mut OciClient, component: &Component, work: &Path) -> Result<Fetched, FetchError> {
+pub fn fetch(
+    oci: &mut OciClient,
+    component: &Component,
+    work: &Path,
+) -> Result<Fetched, FetchError> {
     let dir = work.join("packages");
     let io = |source| FetchError::Io {
         component: component.name.clone(),
@@ -104,7 +105,9 @@ pub fn fetch(oci: &mut OciClient, component: &Component, work: &Path) -> Result<
                 reason,
             };
             let Manifest::Image(m) = fetched.manifest else {
-                return Err(invalid("is an image index, not a Compose package artifact".into()));
+                return Err(invalid(
+                    "is an image index, not a Compose package artifact".into(),
+                ));
             };
             let layer = match m.layers.as_slice() {
                 [only] => only,

@@ -7,6 +7,7 @@
 //! never depend on where the documents came from.
 
 pub mod layer;
+pub mod oci;
 
 use crate::digest::Digest;
 

@@ -63,18 +63,27 @@ impl OciSource {
             Manifest::Index(_) => {
                 return Err(invalid(
                     ERR_DESIRED_STATE_INVALID,
-                    format!("desired state {r}@{} is an image index, not a single-layer artifact manifest", digest.short()),
+                    format!(
+                        "desired state {r}@{} is an image index, not a single-layer artifact manifest",
+                        digest.short()
+                    ),
                 ));
             }
         };
         let version = match manifest.annotations.get(VERSION_ANNOTATION) {
             Some(v) => Some(parse_version(v).map_err(|m| {
-                invalid(ERR_DESIRED_STATE_INVALID, format!("desired state {r}@{}: {m}", digest.short()))
+                invalid(
+                    ERR_DESIRED_STATE_INVALID,
+                    format!("desired state {r}@{}: {m}", digest.short()),
+                )
             })?),
             None => None,
         };
         check_version(version, known.applied_version).map_err(|m| {
-            invalid(ERR_VERSION_ROLLBACK, format!("desired state {r}@{}: {m}", digest.short()))
+            invalid(
+                ERR_VERSION_ROLLBACK,
+                format!("desired state {r}@{}: {m}", digest.short()),
+            )
         })?;
         let [layer_desc] = manifest.layers.as_slice() else {
             return Err(invalid(
@@ -102,7 +111,10 @@ impl OciSource {
             .fetch_blob_bytes(r, layer_desc, DESIRED_STATE_MAX_LAYER_BYTES)
             .map_err(|e| classify(e, Some(&digest)))?;
         let files = layer::decode(form, &bytes).map_err(|m| {
-            invalid(ERR_DESIRED_STATE_INVALID, format!("desired state {r}@{}: {m}", digest.short()))
+            invalid(
+                ERR_DESIRED_STATE_INVALID,
+                format!("desired state {r}@{}: {m}", digest.short()),
+            )
         })?;
         Ok(Polled::Changed {
             revision: Revision { digest, version },
@@ -113,8 +125,11 @@ impl OciSource {
 
 /// Transient failures are retried; anything wrong with the content refuses the revision.
 fn classify(e: OciError, digest: Option<&Digest>) -> SourceError {
-    if e.is_transient() || e.is_unreachable() || e.code() == "ERR_REGISTRY_AUTH" || digest.is_none() {
-        return SourceError::Unreachable(format!("{e}; keeping current workloads, retrying with backoff"));
+    if e.is_transient() || e.is_unreachable() || e.code() == "ERR_REGISTRY_AUTH" || digest.is_none()
+    {
+        return SourceError::Unreachable(format!(
+            "{e}; keeping current workloads, retrying with backoff"
+        ));
     }
     SourceError::Invalid {
         code: e.code(),

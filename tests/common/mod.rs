@@ -72,13 +72,21 @@ impl Bed {
             "--filter",
             &format!("label={key}={value}"),
         ]);
-        assert!(out.status.success(), "podman ps failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "podman ps failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     }
 
     pub fn inspect(&self, name: &str) -> serde_json::Value {
         let out = self.podman(&["inspect", name]);
-        assert!(out.status.success(), "podman inspect {name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "podman inspect {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect json");
         v[0].clone()
     }
@@ -210,7 +218,11 @@ impl Device {
 
     pub fn status(&self) -> serde_json::Value {
         let out = self.cmd(&["status", "--json"]);
-        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("status json")
     }
 
@@ -256,10 +268,11 @@ pub fn http_get(port: u16, path: &str, timeout: Duration) -> Option<String> {
             let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
             if s.write_all(req.as_bytes()).is_ok() {
                 let mut buf = String::new();
-                if s.read_to_string(&mut buf).is_ok() && buf.starts_with("HTTP/1.") {
-                    if let Some((_, body)) = buf.split_once("\r\n\r\n") {
-                        return Some(body.to_string());
-                    }
+                if s.read_to_string(&mut buf).is_ok()
+                    && buf.starts_with("HTTP/1.")
+                    && let Some((_, body)) = buf.split_once("\r\n\r\n")
+                {
+                    return Some(body.to_string());
                 }
             }
         }
