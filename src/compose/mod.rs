@@ -13,14 +13,14 @@
 //! | YAML → tree, caps, merge keys | [`tree`] | one document, [`COMPOSE_FILE_MAX_BYTES`] |
 //! | `$VAR` interpolation | [`interpolate`] | values only, path in every error |
 //! | `.env` / `env_file` | [`dotenv`] | |
-//! | top level, networks, volumes | [`file`] | `x-*` dropped before interpolation |
+//! | top level, networks, volumes | [`mod@file`] | `x-*` dropped before interpolation |
 //! | one service, key by key | [`service`], [`mounts`], [`lifecycle`] | |
 //! | ports, volume strings, commands, signals | [`syntax`] | |
 //! | names, env merge, references, validation | [`project`] | |
 //! | relative paths kept inside the package | [`paths`] | |
 //! | dependency order and cycles | [`order`] | |
 //! | libpod bodies, labels, config hash | [`libpod`] | |
-//! | desired vs actual | [`plan`] | |
+//! | desired vs actual | [`mod@plan`] | |
 //!
 //! # Supported in this first cut
 //! Top level: `name`, `version` (ignored), `services`, `networks` (`driver: bridge`,
