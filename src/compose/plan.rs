@@ -106,7 +106,8 @@ pub enum Action {
     },
     /// Create the service's container from `ServiceSpec::create_body`.
     CreateContainer { service: String, container: String },
-    /// Start the service's container (then wait for its dependents' conditions).
+    /// Start the service's container. Apply first waits for the conditions of its
+    /// `depends_on` (healthy, completed) on the containers started before it.
     StartContainer { service: String, container: String },
     /// Remove a network of the project.
     RemoveNetwork { name: String },
