@@ -300,3 +300,126 @@ fn volume(n: &Node<'_>) -> Result<VolumeDef, ComposeError> {
     }
     Ok(d)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> ComposeFile {
+        match parse(text, Path::new("compose.yaml"), &|_| None, &mut Vec::new()) {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn parse_err(text: &str) -> ComposeError {
+        parse(text, Path::new("compose.yaml"), &|_| None, &mut Vec::new()).unwrap_err()
+    }
+
+    #[test]
+    fn ignores_version_and_top_level_extensions() {
+        let f =
+            parse_ok("version: '3.8'\nx-anything: {a: '${NOPE:?}'}\nservices: {web: {image: x}}");
+        assert_eq!(f.services.len(), 1);
+        assert_eq!(f.name, None);
+    }
+
+    #[test]
+    fn refuses_include_and_unknown_top_level_keys() {
+        let e = parse_err("include: [other.yaml]\nservices: {web: {image: x}}");
+        assert_eq!(
+            e.to_string(),
+            "key \"include\" is not supported: the package must hold one self-contained compose file"
+        );
+        let e = parse_err("servics: {web: {image: x}}");
+        assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED");
+        assert!(
+            e.to_string().contains("not a compose-spec top-level key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_a_file_without_services() {
+        assert_eq!(
+            parse_err("name: x").to_string(),
+            "services: the compose file defines no services"
+        );
+        let e = parse_err("- just\n- a list");
+        assert_eq!(
+            e.to_string(),
+            "(top level): expected a mapping with services, found a list"
+        );
+        let e = parse_err("services: {web: }");
+        assert_eq!(
+            e.to_string(),
+            "services.web: expected a mapping of service keys, found null"
+        );
+    }
+
+    #[test]
+    fn refuses_service_names_podman_cannot_use() {
+        let e = parse_err("services: {'web app': {image: x}}");
+        assert!(
+            e.to_string()
+                .starts_with("services.web app: service name \"web app\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reads_network_definitions() {
+        let f = parse_ok(
+            "services: {web: {image: x}}\nnetworks:\n  front:\n  back:\n    internal: true\n    labels: [tier=back]\n    \
+             ipam: {config: [{subnet: 10.89.10.0/24, gateway: 10.89.10.1}]}\n  shared: {external: true, name: plant-net}",
+        );
+        assert_eq!(f.networks["front"], NetworkDef::default());
+        let back = &f.networks["back"];
+        assert!(back.internal);
+        assert_eq!(back.labels["tier"], "back");
+        assert_eq!(
+            back.subnets,
+            vec![Subnet {
+                subnet: "10.89.10.0/24".into(),
+                gateway: Some("10.89.10.1".into())
+            }]
+        );
+        assert!(f.networks["shared"].external);
+        assert_eq!(f.networks["shared"].name.as_deref(), Some("plant-net"));
+    }
+
+    #[test]
+    fn refuses_non_bridge_network_drivers() {
+        let e = parse_err("services: {web: {image: x}}\nnetworks: {lan: {driver: macvlan}}");
+        assert_eq!(
+            e.to_string(),
+            "key \"networks.lan.driver\" is not supported: network driver \"macvlan\": margo-agent creates bridge networks only"
+        );
+    }
+
+    #[test]
+    fn reads_volume_definitions_and_refuses_other_drivers() {
+        let f = parse_ok(
+            "services: {web: {image: x}}\nvolumes:\n  data:\n  nfs: {driver: local, driver_opts: {type: nfs, o: 'addr=10.0.0.1', device: ':/export'}}\n  \
+             old: {external: true}",
+        );
+        assert_eq!(f.volumes["data"], VolumeDef::default());
+        assert_eq!(f.volumes["nfs"].driver_opts["type"], "nfs");
+        assert!(f.volumes["old"].external);
+        let e = parse_err("services: {web: {image: x}}\nvolumes: {d: {driver: rexray}}");
+        assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED");
+    }
+
+    #[test]
+    fn interpolates_the_project_name() {
+        let f = parse(
+            "name: ${N:-app}-edge\nservices: {web: {image: x}}",
+            Path::new("compose.yaml"),
+            &|n| (n == "N").then(|| "gallery".into()),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(f.name.as_deref(), Some("gallery-edge"));
+    }
+}

@@ -9,7 +9,8 @@
 //! Also owns the config hash: SHA-256 over a canonical JSON of the service (keys sorted, no
 //! whitespace) plus what the agent injects, leaving out `depends_on`, `profiles` and
 //! `pull_policy` as docker compose does (they change the order or the pull, not the
-//! container). The hash is stable across runs and changes whenever anything that reaches the
+//! container), and the project directory (a new package revision may unpack elsewhere; bind
+//! sources, which are absolute, still carry it where it matters). The hash is stable across runs and changes whenever anything that reaches the
 //! container changes, so the plan can compare it with the container's label.
 //!
 //! Pure: no Podman calls here; `apply` sends the bodies.
@@ -58,7 +59,10 @@ impl ServiceSpec {
         // a UTF-8 string or serialised lossily (see `ProjectInfo`).
         let mut service = serde_json::to_value(self).unwrap_or(Value::Null);
         if let Value::Object(fields) = &mut service {
-            for excluded in ["depends_on", "profiles", "pull_policy"] {
+            // `project` holds the package directory, which may change with every package
+            // revision; it reaches the container only through bind sources, which are
+            // absolute and hashed. The name is in `container_name`.
+            for excluded in ["depends_on", "profiles", "pull_policy", "project"] {
                 fields.remove(excluded);
             }
         }
@@ -392,5 +396,299 @@ impl VolumeSpec {
             body["Options"] = json!(self.driver_opts);
         }
         body
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+mod tests {
+    use super::*;
+    use crate::compose::project::Project;
+    use crate::compose::project::tests::from_yaml;
+    use std::path::Path;
+
+    fn ctx() -> CreateContext {
+        let mut c = CreateContext::default();
+        c.extra_labels
+            .insert("org.margo.deployment-id".into(), "d-1".into());
+        c.extra_labels
+            .insert("org.margo.managed-by".into(), "margo-agent".into());
+        c.extra_env.insert(
+            "HTTP_OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            "http://collector:4318".into(),
+        );
+        c
+    }
+
+    const WEB: &str = "\
+services:
+  web:
+    image: nginx:1.27
+    entrypoint: []
+    command: [nginx, -g, daemon off;]
+    environment: {TZ: UTC, HTTP_OTEL_EXPORTER_OTLP_ENDPOINT: from-file}
+    labels: {tier: front}
+    ports: ['127.0.0.1:8080:80', '9000-9001:9000-9001/udp', '443']
+    volumes:
+      - ./conf:/etc/nginx/conf.d:ro
+      - data:/data
+      - {type: tmpfs, target: /run, tmpfs: {size: 1m, mode: 755}}
+    healthcheck: {test: curl -f localhost, interval: 10s, timeout: 2s, retries: 4, start_period: 1m}
+    restart: on-failure:5
+    stop_signal: SIGQUIT
+    stop_grace_period: 1500ms
+    deploy: {resources: {limits: {cpus: '0.5', memory: 256m, pids: 64}}}
+    user: '101'
+    working_dir: /srv
+    hostname: web
+    read_only: true
+    init: true
+    cap_drop: [ALL]
+    extra_hosts: ['gw=10.0.0.1']
+    depends_on: {db: {condition: service_healthy}}
+  db:
+    image: postgres:16
+volumes:
+  data:
+";
+
+    #[test]
+    fn builds_the_libpod_container_create_body() {
+        let p = from_yaml(WEB);
+        let web = p.service("web").unwrap();
+        let body = web.create_body(&ctx());
+        let hash = web.config_hash(&ctx());
+        let expected = json!({
+            "name": "demo-web-1",
+            "image": "docker.io/library/nginx:1.27",
+            "entrypoint": [""],
+            "command": ["nginx", "-g", "daemon off;"],
+            "env": {"TZ": "UTC", "HTTP_OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"},
+            "labels": {
+                "tier": "front",
+                "org.margo.deployment-id": "d-1",
+                "org.margo.managed-by": "margo-agent",
+                "com.docker.compose.project": "demo",
+                "com.docker.compose.service": "web",
+                "com.docker.compose.container-number": "1",
+                "com.docker.compose.oneoff": "False",
+                "com.docker.compose.config-hash": hash,
+                "com.docker.compose.project.working_dir": "/srv/pkg",
+                "com.docker.compose.project.config_files": "/srv/pkg/compose.yaml",
+                "com.docker.compose.depends_on": "db:service_healthy:false",
+                "com.docker.compose.image": "docker.io/library/nginx:1.27",
+            },
+            "netns": {"nsmode": "bridge"},
+            "Networks": {"demo_default": {"aliases": ["web"]}},
+            "portmappings": [
+                {"host_ip": "127.0.0.1", "host_port": 8080, "container_port": 80, "protocol": "tcp"},
+                {"host_port": 9000, "container_port": 9000, "protocol": "udp", "range": 2},
+                {"container_port": 443, "protocol": "tcp"},
+            ],
+            "mounts": [
+                {"type": "bind", "source": "/srv/pkg/conf", "destination": "/etc/nginx/conf.d", "options": ["rbind", "ro"]},
+                {"type": "tmpfs", "source": "tmpfs", "destination": "/run", "options": ["size=1048576", "mode=755"]},
+            ],
+            "volumes": [{"Name": "demo_data", "Dest": "/data", "Options": []}],
+            "healthconfig": {
+                "Test": ["CMD-SHELL", "curl -f localhost"],
+                "Interval": 10_000_000_000u64,
+                "Timeout": 2_000_000_000u64,
+                "Retries": 4,
+                "StartPeriod": 60_000_000_000u64,
+            },
+            "restart_policy": "on-failure",
+            "restart_tries": 5,
+            "stop_signal": 3,
+            "stop_timeout": 2,
+            "resource_limits": {
+                "memory": {"limit": 268_435_456u64},
+                "cpu": {"quota": 50_000, "period": 100_000},
+                "pids": {"limit": 64},
+            },
+            "hostname": "web",
+            "work_dir": "/srv",
+            "user": "101",
+            "read_only_filesystem": true,
+            "init": true,
+            "cap_drop": ["ALL"],
+            "hostadd": ["gw:10.0.0.1"],
+        });
+        assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn minimal_service_body_sets_only_what_is_given() {
+        let p = from_yaml("services: {app: {image: busybox}}");
+        let body = p.services[0].create_body(&CreateContext::default());
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "Networks",
+                "env",
+                "image",
+                "labels",
+                "name",
+                "netns",
+                "restart_policy"
+            ]
+        );
+        assert_eq!(body["restart_policy"], "no");
+    }
+
+    #[test]
+    fn disabled_healthcheck_sends_none() {
+        let p = from_yaml("services: {app: {image: x, healthcheck: {disable: true}}}");
+        assert_eq!(
+            p.services[0].create_body(&CreateContext::default())["healthconfig"],
+            json!({"Test": ["NONE"]})
+        );
+    }
+
+    #[test]
+    fn network_modes_map_to_netns() {
+        let p = from_yaml(
+            "services:\n  h: {image: x, network_mode: host}\n  n: {image: x, network_mode: none}\n  \
+             b: {image: x, network_mode: bridge}\n  s: {image: x, network_mode: 'service:h'}",
+        );
+        let body = |s: &str| p.service(s).unwrap().create_body(&CreateContext::default());
+        assert_eq!(body("h")["netns"], json!({"nsmode": "host"}));
+        assert_eq!(body("n")["netns"], json!({"nsmode": "none"}));
+        assert_eq!(body("b")["netns"], json!({"nsmode": "bridge"}));
+        assert!(body("b").get("Networks").is_none());
+        assert_eq!(
+            body("s")["netns"],
+            json!({"nsmode": "container", "value": "demo-h-1"})
+        );
+        assert!(p.networks.is_empty(), "no service uses the project network");
+    }
+
+    #[test]
+    fn config_hash_is_stable_and_ignores_order_only_keys() {
+        let a = from_yaml_profiles(
+            "services: {web: {image: x, environment: {A: '1', B: '2'}, depends_on: [db], profiles: [p]}, db: {image: y, profiles: [p]}}",
+        );
+        let b = from_yaml_profiles(
+            "services: {web: {image: x, environment: [B=2, A=1], pull_policy: always}}",
+        );
+        let h = |p: &Project| p.service("web").unwrap().config_hash(&ctx());
+        assert_eq!(
+            h(&from_yaml(WEB)),
+            h(&from_yaml(WEB)),
+            "same input, same hash"
+        );
+        assert_eq!(
+            h(&a),
+            h(&b),
+            "depends_on, profiles, pull_policy and key order do not count"
+        );
+        assert_eq!(h(&a).len(), 64);
+    }
+
+    fn from_yaml_profiles(yaml: &str) -> Project {
+        crate::compose::project::tests::from_yaml_with(yaml, &["p".to_string()], &|_| None).unwrap()
+    }
+
+    #[test]
+    fn config_hash_changes_with_anything_that_reaches_the_container() {
+        let base = from_yaml("services: {web: {image: 'x:1', environment: {A: '1'}}}").services[0]
+            .config_hash(&ctx());
+        for changed in [
+            "services: {web: {image: 'x:2', environment: {A: '1'}}}",
+            "services: {web: {image: 'x:1', environment: {A: '2'}}}",
+            "services: {web: {image: 'x:1', environment: {A: '1'}, ports: ['80']}}",
+            "services: {web: {image: 'x:1', environment: {A: '1'}, restart: always}}",
+            "services: {web: {image: 'x:1', environment: {A: '1'}, container_name: w}}",
+        ] {
+            assert_ne!(
+                from_yaml(changed).services[0].config_hash(&ctx()),
+                base,
+                "{changed}"
+            );
+        }
+        let mut other = ctx();
+        other
+            .extra_env
+            .insert("GRPC_OTEL_EXPORTER_OTLP_ENDPOINT".into(), "x".into());
+        let p = from_yaml("services: {web: {image: 'x:1', environment: {A: '1'}}}");
+        assert_ne!(
+            p.services[0].config_hash(&other),
+            base,
+            "injected env counts"
+        );
+    }
+
+    #[test]
+    fn config_hash_follows_the_package_directory_only_through_binds() {
+        use crate::compose::project::{Context, normalise};
+        let hash_in = |dir: &str, yaml: &str| {
+            let f =
+                crate::compose::file::parse(yaml, Path::new("c.yaml"), &|_| None, &mut Vec::new())
+                    .unwrap();
+            let cx = Context {
+                project_name: "demo",
+                working_dir: Path::new(dir),
+                config_file: &Path::new(dir).join("compose.yaml"),
+                profiles: &[],
+                lookup: &|_| None,
+            };
+            normalise(&f, &cx, &mut Vec::new()).unwrap().services[0].config_hash(&ctx())
+        };
+        let plain = "services: {web: {image: x}}";
+        assert_eq!(hash_in("/pkg/rev1", plain), hash_in("/pkg/rev2", plain));
+        let bind = "services: {web: {image: x, volumes: ['./conf:/conf']}}";
+        assert_ne!(hash_in("/pkg/rev1", bind), hash_in("/pkg/rev2", bind));
+    }
+
+    #[test]
+    fn image_label_uses_the_known_image_id() {
+        let p = from_yaml("services: {web: {image: busybox}}");
+        let mut c = CreateContext::default();
+        assert_eq!(
+            p.services[0].image_label(&c),
+            "docker.io/library/busybox:latest"
+        );
+        c.image_ids.insert(
+            "docker.io/library/busybox:latest".into(),
+            "sha256:abc".into(),
+        );
+        assert_eq!(
+            p.services[0].container_labels(&c)[LABEL_IMAGE],
+            "sha256:abc"
+        );
+    }
+
+    #[test]
+    fn builds_network_and_volume_bodies() {
+        let p = from_yaml(
+            "services: {web: {image: x, networks: [back], volumes: ['db:/d']}}\n\
+             networks: {back: {internal: true, labels: {tier: back}, ipam: {config: [{subnet: 10.89.10.0/24}]}}}\n\
+             volumes: {db: {driver_opts: {type: tmpfs, device: tmpfs}}}",
+        );
+        assert_eq!(
+            p.networks[0].create_body(&p.name, &ctx()),
+            json!({
+                "name": "demo_back", "driver": "bridge", "dns_enabled": true, "internal": true,
+                "labels": {
+                    "tier": "back", "org.margo.deployment-id": "d-1", "org.margo.managed-by": "margo-agent",
+                    "com.docker.compose.project": "demo", "com.docker.compose.network": "back",
+                },
+                "subnets": [{"subnet": "10.89.10.0/24"}],
+            })
+        );
+        assert_eq!(
+            p.volumes[0].create_body(&p.name, &CreateContext::default()),
+            json!({
+                "Name": "demo_db", "Driver": "local", "IgnoreIfExists": true,
+                "Labels": {"com.docker.compose.project": "demo", "com.docker.compose.volume": "db"},
+                "Options": {"type": "tmpfs", "device": "tmpfs"},
+            })
+        );
     }
 }

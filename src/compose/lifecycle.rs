@@ -321,3 +321,156 @@ pub(super) fn merge_limits(
         pids: pick(node, "pids_limit", legacy.pids, deploy.pids)?,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+mod tests {
+    use super::*;
+    use crate::compose::file;
+    use crate::compose::service::Service;
+    use std::path::Path;
+
+    fn web(body: &str) -> Result<(Service, Vec<Warning>), ComposeError> {
+        let text = format!(
+            "services:\n  web:\n    image: x\n{}",
+            body.lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        );
+        let mut warnings = Vec::new();
+        let f = file::parse(&text, Path::new("compose.yaml"), &|_| None, &mut warnings)?;
+        Ok((f.services["web"].clone(), warnings))
+    }
+
+    #[test]
+    fn reads_restart_policies() {
+        let r = |s: &str| web(&format!("restart: {s}")).unwrap().0.restart.unwrap();
+        assert_eq!(r("always").policy, RestartPolicy::Always);
+        assert_eq!(r("'no'").policy, RestartPolicy::No);
+        assert_eq!(r("unless-stopped").policy, RestartPolicy::UnlessStopped);
+        assert_eq!(
+            r("on-failure:5"),
+            Restart {
+                policy: RestartPolicy::OnFailure,
+                max_retries: Some(5)
+            }
+        );
+        assert!(web("restart: sometimes").is_err());
+    }
+
+    #[test]
+    fn deploy_restart_policy_overrides_restart() {
+        let (s, w) = web("restart: always\ndeploy:\n  restart_policy: {condition: on-failure, max_attempts: 3, delay: 5s}").unwrap();
+        assert_eq!(
+            s.restart,
+            Some(Restart {
+                policy: RestartPolicy::OnFailure,
+                max_retries: Some(3)
+            })
+        );
+        assert_eq!(w.len(), 1, "delay is ignored with a warning: {w:?}");
+        let (s, _) = web("deploy: {restart_policy: {condition: none}}").unwrap();
+        assert_eq!(s.restart.unwrap().policy, RestartPolicy::No);
+    }
+
+    #[test]
+    fn healthcheck_string_test_becomes_cmd_shell_with_defaults() {
+        let (s, _) = web("healthcheck: {test: curl -f localhost}").unwrap();
+        assert_eq!(
+            s.healthcheck,
+            Some(Healthcheck::Check {
+                test: vec!["CMD-SHELL".into(), "curl -f localhost".into()],
+                interval: Duration::from_secs(30),
+                timeout: Duration::from_secs(30),
+                retries: 3,
+                start_period: Duration::ZERO,
+            })
+        );
+    }
+
+    #[test]
+    fn healthcheck_disable_and_none_test_both_disable() {
+        assert_eq!(
+            web("healthcheck: {disable: true}").unwrap().0.healthcheck,
+            Some(Healthcheck::Disabled)
+        );
+        assert_eq!(
+            web("healthcheck: {test: [NONE]}").unwrap().0.healthcheck,
+            Some(Healthcheck::Disabled)
+        );
+    }
+
+    #[test]
+    fn healthcheck_without_test_keeps_the_image_check_with_a_warning() {
+        let (s, w) = web("healthcheck: {interval: 5s}").unwrap();
+        assert_eq!(s.healthcheck, None);
+        assert!(
+            matches!(&w[..], [Warning::Ignored { path, .. }] if path == "services.web.healthcheck")
+        );
+    }
+
+    #[test]
+    fn rejects_healthcheck_test_without_command_kind() {
+        let e = web("healthcheck: {test: [curl, localhost]}").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("services.web.healthcheck: healthcheck test must be"),
+            "{e}"
+        );
+        let e = web("healthcheck: {test: x, interval: soon}").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("services.web.healthcheck.interval: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn deploy_limits_and_legacy_keys_merge_or_conflict() {
+        let (s, _) = web("mem_limit: 256m\ncpus: 0.5\npids_limit: 100").unwrap();
+        assert_eq!(
+            s.limits,
+            Limits {
+                memory: Some(256 << 20),
+                cpus: Some(0.5),
+                pids: Some(100)
+            }
+        );
+        let (s, _) =
+            web("mem_limit: 1g\ndeploy: {resources: {limits: {memory: 1024M, cpus: '2'}}}")
+                .unwrap();
+        assert_eq!(
+            s.limits,
+            Limits {
+                memory: Some(1 << 30),
+                cpus: Some(2.0),
+                pids: None
+            }
+        );
+        let e = web("mem_limit: 1g\ndeploy: {resources: {limits: {memory: 2g}}}").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("mem_limit and deploy.resources.limits disagree"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_global_mode_and_device_reservations() {
+        let e = web("deploy: {mode: global}").unwrap_err();
+        assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED");
+        let e = web("deploy: {resources: {reservations: {devices: [{capabilities: [gpu]}]}}}")
+            .unwrap_err();
+        assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED");
+        assert!(web("deploy: {replicas: 1, mode: replicated}").is_ok());
+        assert!(web("scale: 2").is_err());
+    }
+
+    #[test]
+    fn warns_about_swarm_only_deploy_keys() {
+        let (_, w) =
+            web("deploy: {placement: {constraints: []}, resources: {reservations: {cpus: '0.5'}}}")
+                .unwrap();
+        assert_eq!(w.len(), 2, "{w:?}");
+    }
+}

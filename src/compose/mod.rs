@@ -13,14 +13,14 @@
 //! | YAML → tree, caps, merge keys | [`tree`] | one document, [`COMPOSE_FILE_MAX_BYTES`] |
 //! | `$VAR` interpolation | [`interpolate`] | values only, path in every error |
 //! | `.env` / `env_file` | [`dotenv`] | |
-//! | top level, networks, volumes | [`file`] | `x-*` dropped before interpolation |
+//! | top level, networks, volumes | [`mod@file`] | `x-*` dropped before interpolation |
 //! | one service, key by key | [`service`], [`mounts`], [`lifecycle`] | |
 //! | ports, volume strings, commands, signals | [`syntax`] | |
 //! | names, env merge, references, validation | [`project`] | |
 //! | relative paths kept inside the package | [`paths`] | |
 //! | dependency order and cycles | [`order`] | |
 //! | libpod bodies, labels, config hash | [`libpod`] | |
-//! | desired vs actual | [`plan`] | |
+//! | desired vs actual | [`mod@plan`] | |
 //!
 //! # Supported in this first cut
 //! Top level: `name`, `version` (ignored), `services`, `networks` (`driver: bridge`,
@@ -39,6 +39,18 @@
 //! `volumes_from`, `userns_mode`, `cgroup_parent`, … are refused for good; compose-spec keys
 //! not implemented yet (`devices`, `logging`, `secrets`, …) say so. Refusing is deliberate:
 //! a device that silently ignores a key runs something other than what was deployed.
+//!
+//! # Design choices
+//! - **Paths resolve at load, not at create.** Relative bind sources and `env_file`s are made
+//!   absolute (and confined to the package directory) while loading, so an escape is an
+//!   error before anything runs and the config hash sees the real source. The project
+//!   directory therefore lives in [`Project`]/[`ServiceSpec`], not in [`CreateContext`].
+//! - **The plan takes the [`CreateContext`].** What the agent injects (OTEL environment, its
+//!   labels) reaches the container, so it is part of the config hash; a plan without it
+//!   could not notice a changed collector endpoint.
+//! - **Networks and volumes are ensured only alongside a container create.** Creation is
+//!   idempotent (ignore-if-exists), and skipping it when nothing is created keeps a second
+//!   plan on unchanged state empty without listing networks and volumes.
 
 pub mod apply;
 pub mod dotenv;

@@ -15,7 +15,7 @@ use super::syntax;
 use super::tree::Node;
 use serde::Serialize;
 
-/// A mount. In a [`Service`] bind sources are as written and volume names are top-level
+/// A mount. In a [`super::service::Service`] bind sources are as written and volume names are top-level
 /// volume keys; in a [`super::project::ServiceSpec`] bind sources are absolute and volume
 /// names are Podman volume names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -194,4 +194,103 @@ pub(super) fn tmpfs(v: &Node<'_>) -> Result<Vec<Mount>, ComposeError> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+mod tests {
+    use super::*;
+    use crate::compose::file;
+    use std::path::Path;
+
+    fn mounts(body: &str) -> Result<Vec<Mount>, ComposeError> {
+        let text = format!(
+            "services:\n  web:\n    image: x\n{}volumes: {{data: }}\n",
+            body.lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        );
+        let f = file::parse(&text, Path::new("compose.yaml"), &|_| None, &mut Vec::new())?;
+        Ok(f.services["web"].mounts.clone())
+    }
+
+    #[test]
+    fn reads_short_bind_volume_and_anonymous_forms() {
+        let m = mounts("volumes: ['./conf:/etc/app:ro', 'data:/data', '/cache']").unwrap();
+        assert!(
+            matches!(&m[0], Mount::Bind { source, read_only: true, create_host_path: true, .. } if source == "./conf")
+        );
+        assert!(matches!(&m[1], Mount::Volume { source: Some(s), .. } if s == "data"));
+        assert!(matches!(&m[2], Mount::Volume { source: None, target, .. } if target == "/cache"));
+    }
+
+    #[test]
+    fn reads_long_form_bind_volume_and_tmpfs() {
+        let m = mounts(
+            "volumes:\n  - {type: bind, source: /srv/x, target: /x, read_only: true, bind: {create_host_path: false, propagation: rslave}}\n  \
+             - {type: volume, source: data, target: /data, volume: {nocopy: true}}\n  \
+             - {type: tmpfs, target: /run, tmpfs: {size: 16m, mode: 1777}}",
+        )
+        .unwrap();
+        assert_eq!(
+            m[0],
+            Mount::Bind {
+                source: "/srv/x".into(),
+                target: "/x".into(),
+                read_only: true,
+                create_host_path: false,
+                propagation: Some("rslave".into()),
+                selinux: None,
+            }
+        );
+        assert!(matches!(&m[1], Mount::Volume { nocopy: true, .. }));
+        assert_eq!(
+            m[2],
+            Mount::Tmpfs {
+                target: "/run".into(),
+                size: Some(16 << 20),
+                mode: Some(0o1777)
+            }
+        );
+    }
+
+    #[test]
+    fn reads_tmpfs_key_string_or_list_with_options() {
+        let m = mounts("tmpfs: /run").unwrap();
+        assert_eq!(
+            m,
+            vec![Mount::Tmpfs {
+                target: "/run".into(),
+                size: None,
+                mode: None
+            }]
+        );
+        let m = mounts("tmpfs: ['/tmp:size=64m,mode=755']").unwrap();
+        assert_eq!(
+            m,
+            vec![Mount::Tmpfs {
+                target: "/tmp".into(),
+                size: Some(64 << 20),
+                mode: Some(0o755)
+            }]
+        );
+        assert!(mounts("tmpfs: ['/tmp:noexec']").is_err());
+    }
+
+    #[test]
+    fn rejects_unsupported_volume_types_and_relative_targets() {
+        let e = mounts("volumes: [{type: npipe, source: x, target: /x}]").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "services.web.volumes[0].type: volume type \"npipe\" is not supported; use bind, volume or tmpfs"
+        );
+        let e = mounts("volumes: [{type: volume, source: data, target: data}]").unwrap_err();
+        assert!(e.to_string().contains("must be absolute"), "{e}");
+        let e = mounts("volumes: [42]").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("services.web.volumes[0]: expected a volume string"),
+            "{e}"
+        );
+    }
 }

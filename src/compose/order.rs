@@ -1,6 +1,6 @@
 //! Dependency order: services after what they depend on, and the cycle when there is none.
 //!
-//! Used by [`super::project`] to order services for creation and by [`super::plan`] to
+//! Used by [`super::project`] to order services for creation and by [`mod@super::plan`] to
 //! remove a project's containers dependents-first. Ties are broken by name so the order, and
 //! therefore every plan, is the same on every run.
 
@@ -58,5 +58,63 @@ fn find_cycle(
             return cycle;
         }
         path.push(next);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+mod tests {
+    use super::*;
+
+    fn graph(edges: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
+        edges
+            .iter()
+            .map(|(k, deps)| (k.to_string(), deps.iter().map(|d| d.to_string()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn orders_dependencies_first_with_ties_by_name() {
+        let g = graph(&[
+            ("web", &["db", "cache"]),
+            ("db", &[]),
+            ("cache", &[]),
+            ("worker", &["db"]),
+        ]);
+        assert_eq!(
+            dependency_order(&g).unwrap(),
+            ["cache", "db", "web", "worker"]
+        );
+    }
+
+    #[test]
+    fn names_a_cycle_in_order() {
+        let g = graph(&[("a", &["b"]), ("b", &["c"]), ("c", &["a"]), ("d", &[])]);
+        let e = dependency_order(&g).unwrap_err();
+        assert_eq!(
+            e,
+            ComposeError::DependencyCycle {
+                cycle: vec!["a".into(), "b".into(), "c".into(), "a".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn names_a_self_dependency() {
+        let e = dependency_order(&graph(&[("a", &["a"])])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "services depend on each other in a cycle: a -> a"
+        );
+    }
+
+    #[test]
+    fn names_only_the_cycle_not_the_path_into_it() {
+        let g = graph(&[("a", &["b"]), ("b", &["c"]), ("c", &["b"])]);
+        let e = dependency_order(&g).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "services depend on each other in a cycle: b -> c -> b"
+        );
     }
 }

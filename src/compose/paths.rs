@@ -51,3 +51,56 @@ pub fn inside_project(dir: &Path, rel: &str, path: &str) -> Result<PathBuf, Comp
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_relative_paths_inside_the_directory() {
+        let dir = Path::new("/srv/pkg");
+        assert_eq!(
+            inside_project(dir, "./conf", "p").unwrap(),
+            Path::new("/srv/pkg/conf")
+        );
+        assert_eq!(
+            inside_project(dir, "a/../b/./c", "p").unwrap(),
+            Path::new("/srv/pkg/b/c")
+        );
+        assert_eq!(
+            inside_project(dir, ".", "p").unwrap(),
+            Path::new("/srv/pkg")
+        );
+        assert_eq!(
+            inside_project(dir, "/srv/pkg/app.env", "p").unwrap(),
+            Path::new("/srv/pkg/app.env")
+        );
+    }
+
+    #[test]
+    fn refuses_paths_that_leave_the_directory() {
+        let dir = Path::new("/srv/pkg");
+        for rel in ["../x", "a/../../x", "/etc/passwd", "/srv/pkg2/x"] {
+            let e = inside_project(dir, rel, "services.web.env_file[0]").unwrap_err();
+            assert!(
+                e.to_string().starts_with("services.web.env_file[0]: ")
+                    && e.to_string().contains("leads outside"),
+                "{rel}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_a_symlink_that_points_outside() {
+        let base = std::env::temp_dir().join(format!("margo-compose-paths-{}", std::process::id()));
+        let pkg = base.join("pkg");
+        std::fs::create_dir_all(&pkg).unwrap();
+        let link = pkg.join("escape");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        let result = inside_project(&pkg, "./escape", "p");
+        std::fs::remove_dir_all(&base).unwrap();
+        assert!(result.is_err(), "{result:?}");
+    }
+}

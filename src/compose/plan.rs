@@ -106,7 +106,8 @@ pub enum Action {
     },
     /// Create the service's container from `ServiceSpec::create_body`.
     CreateContainer { service: String, container: String },
-    /// Start the service's container (then wait for its dependents' conditions).
+    /// Start the service's container. Apply first waits for the conditions of its
+    /// `depends_on` (healthy, completed) on the containers started before it.
     StartContainer { service: String, container: String },
     /// Remove a network of the project.
     RemoveNetwork { name: String },
@@ -315,4 +316,344 @@ pub fn plan_removal(
         name: n.name.clone(),
     }));
     Plan { actions }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+mod tests {
+    use super::*;
+    use crate::compose::project::tests::from_yaml;
+
+    const APP: &str = "\
+services:
+  web: {image: 'nginx:1.27', restart: always, depends_on: {api: {condition: service_healthy}}}
+  api: {image: 'example/api:1', restart: on-failure, depends_on: [db], volumes: ['data:/data']}
+  db: {image: 'postgres:16', restart: unless-stopped, networks: [default, back]}
+networks: {back: {internal: true}}
+volumes: {data: }
+";
+
+    fn ctx() -> CreateContext {
+        let mut c = CreateContext::default();
+        c.extra_labels
+            .insert("org.margo.deployment-id".into(), "d-1".into());
+        c
+    }
+
+    /// What Podman would list after creating and starting `service` of `p`.
+    fn running(p: &Project, service: &str, c: &CreateContext) -> ActualContainer {
+        let spec = p.service(service).unwrap();
+        ActualContainer {
+            id: format!("id-{}", spec.container_name),
+            name: spec.container_name.clone(),
+            labels: spec.container_labels(c),
+            state: "running".into(),
+            exit_code: None,
+        }
+    }
+
+    /// Applies `plan` to a simulated Podman and returns what it would then list.
+    fn apply(
+        p: &Project,
+        c: &CreateContext,
+        plan: &Plan,
+        mut actual: Vec<ActualContainer>,
+    ) -> Vec<ActualContainer> {
+        for a in &plan.actions {
+            match a {
+                Action::RemoveContainer { id, .. } => actual.retain(|x| &x.id != id),
+                Action::CreateContainer { service, .. } => {
+                    let mut created = running(p, service, c);
+                    created.state = "created".into();
+                    actual.push(created);
+                }
+                Action::StartContainer { container, .. } => {
+                    for x in actual.iter_mut().filter(|x| &x.name == container) {
+                        x.state = "running".into();
+                    }
+                }
+                Action::CreateNetwork { .. }
+                | Action::CreateVolume { .. }
+                | Action::RemoveNetwork { .. } => {}
+            }
+        }
+        actual
+    }
+
+    fn render(plan: &Plan) -> Vec<String> {
+        plan.actions.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn first_plan_creates_networks_volumes_then_containers_in_dependency_order() {
+        let p = from_yaml(APP);
+        let plan = plan(&p, &ctx(), &[]);
+        assert_eq!(
+            render(&plan),
+            [
+                "create network \"demo_back\"",
+                "create network \"demo_default\"",
+                "create volume \"demo_data\"",
+                "create container \"demo-db-1\" for service \"db\"",
+                "start container \"demo-db-1\"",
+                "create container \"demo-api-1\" for service \"api\"",
+                "start container \"demo-api-1\"",
+                "create container \"demo-web-1\" for service \"web\"",
+                "start container \"demo-web-1\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn second_plan_on_unchanged_state_is_empty() {
+        let p = from_yaml(APP);
+        let c = ctx();
+        let first = plan(&p, &c, &[]);
+        let actual = apply(&p, &c, &first, Vec::new());
+        assert_eq!(actual.len(), 3);
+        assert!(
+            plan(&p, &c, &actual).is_empty(),
+            "{:?}",
+            plan(&p, &c, &actual)
+        );
+        // And after reloading the same file (a new process, a new run).
+        assert!(plan(&from_yaml(APP), &c, &actual).is_empty());
+    }
+
+    #[test]
+    fn removes_orphans_of_services_no_longer_desired() {
+        let old = from_yaml(APP);
+        let c = ctx();
+        let actual = apply(&old, &c, &plan(&old, &c, &[]), Vec::new());
+        let new = from_yaml(&APP.replace("  web: {image: 'nginx:1.27', restart: always, depends_on: {api: {condition: service_healthy}}}\n", ""));
+        let plan = plan(&new, &c, &actual);
+        assert_eq!(
+            render(&plan),
+            ["remove container \"demo-web-1\" (service no longer in the compose file)"]
+        );
+        assert!(
+            matches!(&plan.actions[0], Action::RemoveContainer { id, .. } if id == "id-demo-web-1")
+        );
+    }
+
+    #[test]
+    fn recreates_a_container_whose_config_hash_differs() {
+        let old = from_yaml(APP);
+        let c = ctx();
+        let actual = apply(&old, &c, &plan(&old, &c, &[]), Vec::new());
+        let new = from_yaml(&APP.replace("postgres:16", "postgres:17"));
+        let plan = plan(&new, &c, &actual);
+        assert_eq!(
+            render(&plan),
+            [
+                "remove container \"demo-db-1\" (configuration changed)",
+                "create network \"demo_back\"",
+                "create network \"demo_default\"",
+                "create volume \"demo_data\"",
+                "create container \"demo-db-1\" for service \"db\"",
+                "start container \"demo-db-1\"",
+            ],
+            "dependents (api, web) are not recreated in this first cut"
+        );
+        let after = apply(&new, &c, &plan, actual);
+        assert!(super::plan(&new, &c, &after).is_empty());
+    }
+
+    #[test]
+    fn recreates_when_the_tag_now_names_another_image() {
+        let p = from_yaml(APP);
+        let mut c = ctx();
+        c.image_ids
+            .insert("docker.io/library/postgres:16".into(), "sha256:old".into());
+        let actual = apply(&p, &c, &plan(&p, &c, &[]), Vec::new());
+        assert!(plan(&p, &c, &actual).is_empty());
+        c.image_ids
+            .insert("docker.io/library/postgres:16".into(), "sha256:new".into());
+        let plan = plan(&p, &c, &actual);
+        assert_eq!(
+            plan.actions[0].to_string(),
+            "remove container \"demo-db-1\" (image changed)"
+        );
+    }
+
+    #[test]
+    fn removes_changed_containers_dependents_first() {
+        let old = from_yaml(APP);
+        let c = ctx();
+        let actual = apply(&old, &c, &plan(&old, &c, &[]), Vec::new());
+        let new = from_yaml(
+            &APP.replace("postgres:16", "postgres:17")
+                .replace("nginx:1.27", "nginx:1.28"),
+        );
+        let removals: Vec<String> = plan(&new, &c, &actual)
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::RemoveContainer { .. }))
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            removals,
+            [
+                "remove container \"demo-web-1\" (configuration changed)",
+                "remove container \"demo-db-1\" (configuration changed)",
+            ]
+        );
+    }
+
+    #[test]
+    fn starts_stopped_containers_only_when_their_restart_policy_says_so() {
+        let cases = [
+            // (restart, state, exit code, started?)
+            ("always", "exited", Some(0), true),
+            ("unless-stopped", "exited", Some(137), true),
+            ("on-failure", "exited", Some(1), true),
+            ("on-failure", "exited", Some(0), false),
+            ("'no'", "exited", Some(0), false),
+            ("'no'", "exited", Some(1), false),
+            ("'no'", "created", None, true),
+            ("always", "running", None, false),
+            ("always", "paused", None, false),
+            ("always", "restarting", None, false),
+        ];
+        for (restart, state, exit_code, started) in cases {
+            let p = from_yaml(&format!(
+                "services: {{job: {{image: x, restart: {restart}}}}}"
+            ));
+            let c = ctx();
+            let mut container = running(&p, "job", &c);
+            container.state = state.into();
+            container.exit_code = exit_code;
+            let plan = plan(&p, &c, &[container]);
+            let expected: Vec<String> = if started {
+                vec!["start container \"demo-job-1\"".into()]
+            } else {
+                vec![]
+            };
+            assert_eq!(
+                render(&plan),
+                expected,
+                "restart {restart}, {state} {exit_code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn removes_duplicate_containers_of_a_service() {
+        let p = from_yaml("services: {web: {image: x}}");
+        let c = ctx();
+        let good = running(&p, "web", &c);
+        let mut second = good.clone();
+        second.id = "id-2".into();
+        second.name = "demo-web-2".into();
+        let plan = plan(&p, &c, &[second, good]);
+        assert_eq!(
+            render(&plan),
+            ["remove container \"demo-web-2\" (duplicate container for the service)"]
+        );
+    }
+
+    #[test]
+    fn never_touches_containers_of_other_projects() {
+        let p = from_yaml("services: {web: {image: x}}");
+        let c = ctx();
+        let mut foreign = running(&p, "web", &c);
+        foreign.labels.insert(LABEL_PROJECT.into(), "other".into());
+        foreign.id = "foreign".into();
+        let unlabelled = ActualContainer {
+            id: "x".into(),
+            name: "random".into(),
+            labels: BTreeMap::new(),
+            state: "running".into(),
+            exit_code: None,
+        };
+        let plan = plan(&p, &c, &[foreign, unlabelled]);
+        assert!(
+            plan.actions
+                .iter()
+                .all(|a| !matches!(a, Action::RemoveContainer { .. })),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn removes_project_containers_without_a_service_label_as_orphans() {
+        let p = from_yaml("services: {web: {image: x}}");
+        let c = ctx();
+        let stray = ActualContainer {
+            id: "s".into(),
+            name: "demo-stray".into(),
+            labels: BTreeMap::from([(LABEL_PROJECT.to_string(), "demo".to_string())]),
+            state: "exited".into(),
+            exit_code: Some(0),
+        };
+        let plan = plan(&p, &c, &[running(&p, "web", &c), stray]);
+        assert_eq!(
+            render(&plan),
+            ["remove container \"demo-stray\" (service no longer in the compose file)"]
+        );
+    }
+
+    #[test]
+    fn recreates_network_mode_dependents_with_their_provider() {
+        let yaml = "services:\n  vpn: {image: 'vpn:1'}\n  app: {image: 'app:1', network_mode: 'service:vpn'}\n  web: {image: 'web:1', depends_on: [vpn]}";
+        let old = from_yaml(yaml);
+        let c = ctx();
+        let actual = apply(&old, &c, &plan(&old, &c, &[]), Vec::new());
+        let new = from_yaml(&yaml.replace("vpn:1", "vpn:2"));
+        let plan = plan(&new, &c, &actual);
+        let lines = render(&plan);
+        assert_eq!(
+            lines[0],
+            "remove container \"demo-app-1\" (its network_mode service is recreated)"
+        );
+        assert_eq!(
+            lines[1],
+            "remove container \"demo-vpn-1\" (configuration changed)"
+        );
+        assert!(lines.contains(&"create container \"demo-app-1\" for service \"app\"".to_string()));
+        assert!(
+            !lines.iter().any(|l| l.contains("demo-web-1")),
+            "plain depends_on is not recreated: {lines:?}"
+        );
+    }
+
+    #[test]
+    fn removal_plan_removes_dependents_first_then_networks_and_keeps_volumes() {
+        let p = from_yaml(APP);
+        let c = ctx();
+        let mut actual = apply(&p, &c, &plan(&p, &c, &[]), Vec::new());
+        actual.reverse();
+        let label =
+            |project: &str| BTreeMap::from([(LABEL_PROJECT.to_string(), project.to_string())]);
+        let networks = [
+            ActualNetwork {
+                name: "demo_default".into(),
+                labels: label("demo"),
+            },
+            ActualNetwork {
+                name: "demo_back".into(),
+                labels: label("demo"),
+            },
+            ActualNetwork {
+                name: "plant-lan".into(),
+                labels: BTreeMap::new(),
+            },
+            ActualNetwork {
+                name: "other_default".into(),
+                labels: label("other"),
+            },
+        ];
+        let plan = plan_removal("demo", &actual, &networks);
+        assert_eq!(
+            render(&plan),
+            [
+                "remove container \"demo-web-1\" (project removed)",
+                "remove container \"demo-api-1\" (project removed)",
+                "remove container \"demo-db-1\" (project removed)",
+                "remove network \"demo_back\"",
+                "remove network \"demo_default\"",
+            ]
+        );
+        assert!(plan_removal("demo", &[], &[]).is_empty());
+    }
 }

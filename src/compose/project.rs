@@ -45,8 +45,19 @@ pub struct Project {
 }
 
 impl Project {
+    /// The service with key `name`.
     pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The network with Podman name `name` (as a plan's `CreateNetwork` names it).
+    pub fn network(&self, name: &str) -> Option<&NetworkSpec> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    /// The volume with Podman name `name` (as a plan's `CreateVolume` names it).
+    pub fn volume(&self, name: &str) -> Option<&VolumeSpec> {
+        self.volumes.iter().find(|v| v.name == name)
     }
 }
 
@@ -231,36 +242,14 @@ pub fn normalise(
                 });
                 ServiceNetwork::Container(other.clone())
             }
-            None => {
-                let mut attached = BTreeMap::new();
-                let keys: Vec<(&str, &[String])> = if s.networks.is_empty() {
-                    vec![("default", &[])]
-                } else {
-                    s.networks
-                        .iter()
-                        .map(|(k, a)| (k.as_str(), a.as_slice()))
-                        .collect()
-                };
-                for (key, extra) in keys {
-                    if key != "default" && !file.networks.contains_key(key) {
-                        return Err(ComposeError::invalid(
-                            &format!("{path}.networks"),
-                            format!(
-                                "network {key:?} is not declared under the top-level networks key"
-                            ),
-                        ));
-                    }
-                    used_networks.insert(key.to_string());
-                    let mut aliases = vec![name.to_string()];
-                    if s.container_name.is_some() {
-                        aliases.push(container_name.clone());
-                    }
-                    aliases.extend(extra.iter().cloned());
-                    dedup_keep_order(&mut aliases);
-                    attached.insert(network_name(&project, file, key), aliases);
-                }
-                ServiceNetwork::Networks(attached)
-            }
+            None => ServiceNetwork::Networks(attach(
+                name,
+                s,
+                &container_name,
+                &project,
+                file,
+                &mut used_networks,
+            )?),
         };
         let mut mounts = Vec::new();
         for (i, m) in s.mounts.iter().enumerate() {
@@ -336,6 +325,44 @@ pub fn normalise(
             .map(|key| volume_spec(&project, file, key))
             .collect(),
     })
+}
+
+/// The project networks a service joins (`default` when it names none), by Podman name,
+/// with its DNS aliases: the service name, its `container_name`, then configured aliases.
+fn attach(
+    service: &str,
+    s: &Service,
+    container_name: &str,
+    project: &str,
+    file: &ComposeFile,
+    used_networks: &mut BTreeSet<String>,
+) -> Result<BTreeMap<String, Vec<String>>, ComposeError> {
+    let keys: Vec<(&str, &[String])> = if s.networks.is_empty() {
+        vec![("default", &[])]
+    } else {
+        s.networks
+            .iter()
+            .map(|(k, a)| (k.as_str(), a.as_slice()))
+            .collect()
+    };
+    let mut attached = BTreeMap::new();
+    for (key, extra) in keys {
+        if key != "default" && !file.networks.contains_key(key) {
+            return Err(ComposeError::invalid(
+                &format!("services.{service}.networks"),
+                format!("network {key:?} is not declared under the top-level networks key"),
+            ));
+        }
+        used_networks.insert(key.to_string());
+        let mut aliases = vec![service.to_string()];
+        if s.container_name.is_some() {
+            aliases.push(container_name.to_string());
+        }
+        aliases.extend(extra.iter().cloned());
+        dedup_keep_order(&mut aliases);
+        attached.insert(network_spec(project, file, key).name, aliases);
+    }
+    Ok(attached)
 }
 
 fn missing_service(path: &str, key: &str, target: &str, file: &ComposeFile) -> ComposeError {
@@ -539,10 +566,6 @@ fn resolve_mount(
     })
 }
 
-fn network_name(project: &str, file: &ComposeFile, key: &str) -> String {
-    network_spec(project, file, key).name
-}
-
 fn network_spec(project: &str, file: &ComposeFile, key: &str) -> NetworkSpec {
     let def = file.networks.get(key).cloned().unwrap_or_default();
     let name = match (&def.name, def.external) {
@@ -578,5 +601,269 @@ fn volume_spec(project: &str, file: &ComposeFile, key: &str) -> VolumeSpec {
         external: def.external,
         labels: def.labels,
         driver_opts: def.driver_opts,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+pub(crate) mod tests {
+    use super::*;
+    use crate::compose::file;
+
+    /// Loads inline YAML as project "demo" in `/srv/pkg` (which need not exist).
+    pub(crate) fn from_yaml_with(
+        yaml: &str,
+        profiles: &[String],
+        lookup: Lookup<'_>,
+    ) -> Result<Project, ComposeError> {
+        let mut warnings = Vec::new();
+        let f = file::parse(
+            yaml,
+            Path::new("/srv/pkg/compose.yaml"),
+            lookup,
+            &mut warnings,
+        )?;
+        let cx = Context {
+            project_name: "demo",
+            working_dir: Path::new("/srv/pkg"),
+            config_file: Path::new("/srv/pkg/compose.yaml"),
+            profiles,
+            lookup,
+        };
+        normalise(&f, &cx, &mut warnings)
+    }
+
+    pub(crate) fn from_yaml(yaml: &str) -> Project {
+        match from_yaml_with(yaml, &[], &|_| None) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn from_yaml_err(yaml: &str) -> ComposeError {
+        from_yaml_with(yaml, &[], &|_| None).unwrap_err()
+    }
+
+    #[test]
+    fn normalises_project_names() {
+        assert_eq!(normalise_project_name("My App").unwrap(), "myapp");
+        assert_eq!(
+            normalise_project_name("__Edge.Gateway-2").unwrap(),
+            "edgegateway-2"
+        );
+        assert_eq!(normalise_project_name("-_x").unwrap(), "x");
+        let e = normalise_project_name("***").unwrap_err();
+        assert!(e.to_string().contains("no letter or digit"), "{e}");
+    }
+
+    #[test]
+    fn qualifies_images_like_docker() {
+        let p = from_yaml(
+            "services:\n  a: {image: busybox}\n  b: {image: bitnami/redis:7}\n  c: {image: 'registry.local:5000/app/x:1'}\n  \
+             d: {image: 'localhost/built'}\n  e: {image: 'alpine@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef'}",
+        );
+        let img = |s: &str| p.service(s).unwrap().image.clone();
+        assert_eq!(img("a"), "docker.io/library/busybox:latest");
+        assert_eq!(img("b"), "docker.io/bitnami/redis:7");
+        assert_eq!(img("c"), "registry.local:5000/app/x:1");
+        assert_eq!(img("d"), "localhost/built:latest");
+        assert_eq!(
+            img("e"),
+            "docker.io/library/alpine@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        );
+    }
+
+    #[test]
+    fn requires_an_image_for_every_service() {
+        let e = from_yaml_err("services: {web: {command: [sh]}}");
+        assert_eq!(
+            e.to_string(),
+            "services.web.image: every service needs an image; margo-agent does not build images"
+        );
+        let e = from_yaml_err("services: {web: {image: 'Not/Valid'}}");
+        assert!(
+            e.to_string().starts_with("services.web.image: reference"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn names_containers_and_aliases() {
+        let p = from_yaml("services:\n  web: {image: x}\n  db: {image: x, container_name: pg}");
+        let web = p.service("web").unwrap();
+        assert_eq!(web.container_name, "demo-web-1");
+        let mut expected = BTreeMap::new();
+        expected.insert("demo_default".to_string(), vec!["web".to_string()]);
+        assert_eq!(web.network, ServiceNetwork::Networks(expected));
+        let db = p.service("db").unwrap();
+        let ServiceNetwork::Networks(n) = &db.network else {
+            panic!("{:?}", db.network)
+        };
+        assert_eq!(n["demo_default"], ["db", "pg"]);
+        assert_eq!(p.networks.len(), 1);
+        assert_eq!(p.networks[0].name, "demo_default");
+    }
+
+    #[test]
+    fn creates_only_used_networks_and_volumes() {
+        let p = from_yaml(
+            "services:\n  web: {image: x, networks: [front], volumes: ['data:/d']}\n\
+             networks: {front: , unused: }\nvolumes: {data: , spare: }",
+        );
+        let nets: Vec<&str> = p.networks.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(nets, ["demo_front"]);
+        let vols: Vec<&str> = p.volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(vols, ["demo_data"]);
+    }
+
+    #[test]
+    fn uses_names_of_named_and_external_objects_verbatim() {
+        let p = from_yaml(
+            "services:\n  web: {image: x, networks: [lan], volumes: ['db:/d', 'keep:/k']}\n\
+             networks: {lan: {external: true, name: plant-lan}}\nvolumes: {db: {name: shared-db}, keep: {external: true}}",
+        );
+        assert_eq!(p.networks[0].name, "plant-lan");
+        assert!(p.networks[0].external);
+        let vols: Vec<(&str, bool)> = p
+            .volumes
+            .iter()
+            .map(|v| (v.name.as_str(), v.external))
+            .collect();
+        assert_eq!(vols, [("shared-db", false), ("keep", true)]);
+    }
+
+    #[test]
+    fn rejects_undeclared_networks_and_volumes() {
+        let e = from_yaml_err("services: {web: {image: x, networks: [front]}}");
+        assert_eq!(
+            e.to_string(),
+            "services.web.networks: network \"front\" is not declared under the top-level networks key"
+        );
+        let e = from_yaml_err("services: {web: {image: x, volumes: ['data:/d']}}");
+        assert_eq!(
+            e.to_string(),
+            "services.web.volumes[0]: volume \"data\" is not declared under the top-level volumes key"
+        );
+    }
+
+    #[test]
+    fn resolves_binds_against_the_project_directory() {
+        let p = from_yaml(
+            "services: {web: {image: x, volumes: ['./html:/www:ro', '/var/log:/logs', '.:/pkg']}}",
+        );
+        let sources: Vec<String> = p.services[0]
+            .mounts
+            .iter()
+            .map(|m| match m {
+                Mount::Bind { source, .. } => source.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sources, ["/srv/pkg/html", "/var/log", "/srv/pkg"]);
+        let e = from_yaml_err("services: {web: {image: x, volumes: ['~/data:/d']}}");
+        assert!(e.to_string().contains("has no meaning on a device"), "{e}");
+    }
+
+    #[test]
+    fn network_mode_service_joins_that_container_and_implies_dependency() {
+        let p = from_yaml(
+            "services:\n  vpn: {image: x}\n  app: {image: y, network_mode: 'service:vpn'}",
+        );
+        let app = p.service("app").unwrap();
+        assert_eq!(app.network, ServiceNetwork::Container("demo-vpn-1".into()));
+        assert_eq!(app.depends_on["vpn"].condition, Condition::ServiceStarted);
+        assert_eq!(p.services[0].name, "vpn");
+        let e = from_yaml_err("services: {app: {image: y, network_mode: 'service:vpn'}}");
+        assert_eq!(
+            e.to_string(),
+            "services.app.network_mode: service \"vpn\" is not defined"
+        );
+    }
+
+    #[test]
+    fn profiles_disable_services_unless_active() {
+        let yaml = "services:\n  web: {image: x}\n  debug: {image: y, profiles: [debug]}";
+        let p = from_yaml(yaml);
+        assert!(p.service("debug").is_none());
+        let p = from_yaml_with(yaml, &["debug".to_string()], &|_| None).unwrap();
+        assert!(p.service("debug").is_some());
+        let e = from_yaml_err(
+            "services:\n  web: {image: x, depends_on: [debug]}\n  debug: {image: y, profiles: [debug]}",
+        );
+        assert_eq!(
+            e.to_string(),
+            "services.web.depends_on: service \"debug\" is disabled by its profiles"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_env_file_and_bare_names_come_from_variables() {
+        let p = from_yaml_with(
+            "services: {web: {image: x, environment: [FROM_VARS, MISSING, SET=1]}}",
+            &[],
+            &|n| (n == "FROM_VARS").then(|| "v".into()),
+        )
+        .unwrap();
+        let env = &p.services[0].environment;
+        assert_eq!(env["FROM_VARS"], "v");
+        assert_eq!(env["SET"], "1");
+        assert!(!env.contains_key("MISSING"));
+    }
+
+    #[test]
+    fn missing_optional_env_file_is_skipped_and_required_one_fails() {
+        assert!(
+            from_yaml_with(
+                "services: {web: {image: x, env_file: [{path: none.env, required: false}]}}",
+                &[],
+                &|_| None
+            )
+            .is_ok()
+        );
+        let e = from_yaml_err("services: {web: {image: x, env_file: none.env}}");
+        assert_eq!(e.code(), "ERR_COMPOSE_READ");
+        let e = from_yaml_err("services: {web: {image: x, env_file: ../secrets.env}}");
+        assert!(
+            e.to_string().starts_with("services.web.env_file[0]: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_reserved_labels() {
+        let e = from_yaml_err(
+            "services: {web: {image: x, labels: {com.docker.compose.project: other}}}",
+        );
+        assert!(
+            e.to_string()
+                .starts_with("services.web.labels.com.docker.compose.project: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_empty_command_without_entrypoint() {
+        let e = from_yaml_err("services: {web: {image: x, command: []}}");
+        assert!(e.to_string().starts_with("services.web.command: "), "{e}");
+        assert!(
+            from_yaml_with(
+                "services: {web: {image: x, command: [], entrypoint: [/init]}}",
+                &[],
+                &|_| None
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn default_restart_policy_is_no() {
+        let p = from_yaml("services: {web: {image: x}}");
+        assert_eq!(
+            p.services[0].restart,
+            Restart {
+                policy: RestartPolicy::No,
+                max_retries: None
+            }
+        );
     }
 }

@@ -331,13 +331,10 @@ fn long_port(item: &Node<'_>) -> Result<Port, ComposeError> {
     port.target = t;
     port.range = range;
     if let Some((p, count)) = published {
-        if count != range && range != 1 {
-            return Err(item.invalid("published and target ranges differ in length"));
-        }
-        if count != 1 && range == 1 {
-            return Err(
-                item.invalid("a published port range needs a target range of the same length")
-            );
+        if count != range {
+            return Err(item.invalid(format!(
+                "the published range has {count} ports but the target range has {range}"
+            )));
         }
         port.published = Some(p);
     }
@@ -464,5 +461,267 @@ fn pull_policy(v: &Node<'_>, service: &str) -> Result<PullPolicy, ComposeError> 
         other => Err(v.invalid(format!(
             "{other:?} is not always, never, missing or if_not_present"
         ))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+mod tests {
+    use super::*;
+    use crate::compose::file;
+    use std::path::Path;
+
+    fn vars(name: &str) -> Option<String> {
+        (name == "TAG").then(|| "1.27".to_string())
+    }
+
+    /// Reads `services.web` of a file made of `body` under `services: web:`.
+    fn web(body: &str) -> Result<(Service, Vec<Warning>), ComposeError> {
+        let text = format!(
+            "services:\n  web:\n{}",
+            body.lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        );
+        let mut warnings = Vec::new();
+        let f = file::parse(&text, Path::new("compose.yaml"), &vars, &mut warnings)?;
+        Ok((f.services["web"].clone(), warnings))
+    }
+
+    fn ok(body: &str) -> Service {
+        match web(body) {
+            Ok((s, _)) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn err(body: &str) -> ComposeError {
+        match web(body) {
+            Ok((s, _)) => panic!("accepted: {s:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn refuses_each_excluded_key_with_its_reason() {
+        for (key, reason) in [
+            ("build: .", "prebuilt images only"),
+            ("extends: {service: base}", "self-contained"),
+            ("develop: {watch: []}", "development-time"),
+            ("runtime: runc", "default OCI runtime"),
+            ("volumes_from: [db]", "named volumes"),
+            ("userns_mode: host", "user namespaces"),
+            ("cgroup_parent: x", "cgroup"),
+        ] {
+            let e = err(&format!("image: nginx\n{key}"));
+            assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED", "{key}");
+            let text = e.to_string();
+            assert!(text.starts_with("service \"web\": key "), "{text}");
+            assert!(text.contains(reason), "{key}: {text}");
+        }
+    }
+
+    #[test]
+    fn refuses_spec_keys_not_implemented_yet_as_such() {
+        let e = err("image: nginx\nlogging: {driver: json-file}");
+        assert_eq!(
+            e.to_string(),
+            "service \"web\": key \"logging\" is not supported: margo-agent does not implement it yet"
+        );
+    }
+
+    #[test]
+    fn drops_service_level_extension_keys() {
+        let s = ok("image: nginx\nx-note: ${UNSET:?not evaluated}");
+        assert_eq!(s.image.as_deref(), Some("nginx"));
+    }
+
+    #[test]
+    fn reads_command_and_entrypoint_as_string_or_list() {
+        let s = ok(
+            "image: nginx\ncommand: nginx -g 'daemon off;'\nentrypoint: [/docker-entrypoint.sh]",
+        );
+        assert_eq!(s.command.unwrap(), ["nginx", "-g", "daemon off;"]);
+        assert_eq!(s.entrypoint.unwrap(), ["/docker-entrypoint.sh"]);
+        assert_eq!(ok("image: x\nentrypoint: []").entrypoint, Some(vec![]));
+        assert_eq!(ok("image: x\nentrypoint: ''").entrypoint, Some(vec![]));
+        assert_eq!(ok("image: x\nentrypoint:").entrypoint, None);
+        let e = err("image: x\ncommand: {a: b}");
+        assert_eq!(
+            e.to_string(),
+            "services.web.command: expected a string or a list of strings, found a mapping"
+        );
+    }
+
+    #[test]
+    fn reads_environment_as_list_or_map() {
+        let s = ok("image: x\nenvironment: [A=1, B, C=]");
+        assert_eq!(
+            s.environment,
+            vec![
+                ("A".into(), Some("1".into())),
+                ("B".into(), None),
+                ("C".into(), Some(String::new()))
+            ]
+        );
+        let s = ok("image: x\nenvironment: {N: 3, T: true, U: }");
+        assert_eq!(
+            s.environment,
+            vec![
+                ("N".into(), Some("3".into())),
+                ("T".into(), Some("true".into())),
+                ("U".into(), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn reads_env_file_string_list_and_long_form() {
+        let s = ok("image: x\nenv_file: a.env");
+        assert_eq!(
+            s.env_file,
+            vec![EnvFile {
+                path: "a.env".into(),
+                required: true
+            }]
+        );
+        let s = ok("image: x\nenv_file: [a.env, {path: b.env, required: false}]");
+        assert_eq!(
+            s.env_file[1],
+            EnvFile {
+                path: "b.env".into(),
+                required: false
+            }
+        );
+    }
+
+    #[test]
+    fn reads_short_and_long_ports() {
+        let s = ok(
+            "image: x\nports: [80, '8080:80', {target: 53, published: 5353, protocol: udp, host_ip: 127.0.0.1}]",
+        );
+        assert_eq!(s.ports[0].target, 80);
+        assert_eq!(s.ports[0].published, None);
+        assert_eq!(s.ports[1].published, Some(8080));
+        assert_eq!(s.ports[2].protocol, Protocol::Udp);
+        assert_eq!(s.ports[2].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(s.ports[2].published, Some(5353));
+    }
+
+    #[test]
+    fn unquoted_port_pair_is_not_read_as_sexagesimal() {
+        // YAML 1.1 would read 22:22 as the number 1342; compose files rely on YAML 1.2.
+        let s = ok("image: x\nports:\n  - 2222:22");
+        assert_eq!((s.ports[0].published, s.ports[0].target), (Some(2222), 22));
+    }
+
+    #[test]
+    fn rejects_long_port_without_target() {
+        let e = err("image: x\nports: [{published: 80}]");
+        assert_eq!(
+            e.to_string(),
+            "services.web.ports[0]: a long-form port needs a target"
+        );
+    }
+
+    #[test]
+    fn reads_networks_as_list_or_map_with_aliases() {
+        let s = ok("image: x\nnetworks: [front, back]");
+        assert_eq!(s.networks.keys().collect::<Vec<_>>(), ["back", "front"]);
+        let s = ok("image: x\nnetworks:\n  front:\n  back: {aliases: [api]}");
+        assert_eq!(s.networks["back"], ["api"]);
+        assert!(s.networks["front"].is_empty());
+        let e = err("image: x\nnetworks: {front: {ipv4_address: 10.0.0.5}}");
+        assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED");
+    }
+
+    #[test]
+    fn reads_network_modes_and_refuses_container_mode() {
+        assert_eq!(
+            ok("image: x\nnetwork_mode: host").network_mode,
+            Some(NetworkMode::Host)
+        );
+        assert_eq!(
+            ok("image: x\nnetwork_mode: service:vpn").network_mode,
+            Some(NetworkMode::Service("vpn".into()))
+        );
+        assert!(
+            err("image: x\nnetwork_mode: container:abc")
+                .to_string()
+                .contains("outside the project")
+        );
+        assert!(
+            err("image: x\nnetwork_mode: host\nnetworks: [a]")
+                .to_string()
+                .contains("cannot both be set")
+        );
+    }
+
+    #[test]
+    fn reads_depends_on_short_and_long_forms() {
+        let s = ok("image: x\ndepends_on: [db]");
+        assert_eq!(
+            s.depends_on["db"],
+            Dependency {
+                condition: Condition::ServiceStarted,
+                required: true
+            }
+        );
+        let s = ok(
+            "image: x\ndepends_on:\n  db: {condition: service_completed_successfully, required: false, restart: true}",
+        );
+        assert_eq!(
+            s.depends_on["db"],
+            Dependency {
+                condition: Condition::ServiceCompletedSuccessfully,
+                required: false
+            }
+        );
+        let e = err("image: x\ndepends_on: {db: {condition: service_ready}}");
+        assert!(
+            e.to_string()
+                .starts_with("services.web.depends_on.db.condition: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reads_flags_lists_and_scalars_leniently() {
+        let s = ok(
+            "image: x\nprivileged: 'true'\ntty: true\nstdin_open: false\nread_only: true\ninit: true\n\
+                    cap_add: [NET_ADMIN]\ncap_drop: [ALL]\ndns: 1.1.1.1\nextra_hosts: ['db=10.0.0.2']\n\
+                    user: 1000:1000\nhostname: gw\nworking_dir: /app\nplatform: linux/arm64\nexpose: [80, '443']\n\
+                    stop_signal: SIGQUIT\nstop_grace_period: 20s\npull_policy: always\nlabels: [a=b]",
+        );
+        assert!(s.privileged && s.tty && !s.stdin_open && s.read_only && s.init);
+        assert_eq!(s.cap_add, ["NET_ADMIN"]);
+        assert_eq!(s.dns, ["1.1.1.1"]);
+        assert_eq!(s.extra_hosts, ["db:10.0.0.2"]);
+        assert_eq!(s.user.as_deref(), Some("1000:1000"));
+        assert_eq!(s.stop_signal, Some(3));
+        assert_eq!(s.stop_grace_period, Some(Duration::from_secs(20)));
+        assert_eq!(s.pull_policy, PullPolicy::Always);
+        assert_eq!(s.labels["a"], "b");
+        let e = err("image: x\nprivileged: maybe");
+        assert_eq!(
+            e.to_string(),
+            "services.web.privileged: expected a boolean (true or false), found a string"
+        );
+    }
+
+    #[test]
+    fn interpolates_before_reading_types() {
+        let s = ok("image: nginx:${TAG}\nhealthcheck: {test: x, retries: '${RETRIES:-7}'}");
+        assert_eq!(s.image.as_deref(), Some("nginx:1.27"));
+        assert!(matches!(
+            s.healthcheck,
+            Some(Healthcheck::Check { retries: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_pull_policy_build() {
+        let e = err("image: x\npull_policy: build");
+        assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED");
     }
 }

@@ -160,12 +160,14 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// A boolean; as strings, docker compose's spellings `true/yes/y/on` and
+    /// `false/no/n/off` (any case) are accepted, so `privileged: yes` means what it does there.
     pub fn bool(&self) -> Result<bool, ComposeError> {
         match self.value {
             Value::Bool(b) => Ok(*b),
             Value::String(s) => match s.to_ascii_lowercase().as_str() {
-                "true" => Ok(true),
-                "false" => Ok(false),
+                "true" | "yes" | "y" | "on" => Ok(true),
+                "false" | "no" | "n" | "off" => Ok(false),
                 _ => Err(self.type_error("a boolean (true or false)")),
             },
             _ => Err(self.type_error("a boolean (true or false)")),
@@ -361,6 +363,10 @@ mod tests {
         let get = |k: &str| n.child(k, &v[k]);
         assert_eq!(get("n").u64(), Ok(3));
         assert_eq!(get("b").bool(), Ok(true));
+        let yes = json!("Yes");
+        assert_eq!(Node::new(&yes, "privileged").bool(), Ok(true));
+        let off = json!("off");
+        assert_eq!(Node::new(&off, "tty").bool(), Ok(false));
         assert_eq!(get("f").f64(), Ok(0.5));
         assert_eq!(get("u").string(), Ok("1000".into()));
         assert!(get("b").u64().is_err());
