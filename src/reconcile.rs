@@ -36,8 +36,6 @@ pub const LABEL_COMPONENT: &str = "org.margo.component";
 pub const LABEL_DEVICE: &str = "org.margo.device-id";
 pub const LABEL_MANAGED_BY: &str = "org.margo.managed-by";
 pub const MANAGED_BY: &str = "margo-agent";
-/// Largest compose file read from a package.
-pub const COMPOSE_FILE_MAX_BYTES: u64 = 1024 * 1024;
 
 /// How a pass ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -599,50 +597,29 @@ impl Agent {
         component: &model::Component,
         project_name: &str,
         root: &package::ComposeRoot,
-    ) -> Result<crate::compose::project::Project, apply::ApplyError> {
-        use crate::compose::{dotenv, file, project};
-        let fail = |code: &'static str, message: String| apply::ApplyError {
-            code,
-            message: format!("component {:?}: {message}", component.name),
-            podman_unavailable: false,
-        };
-        let text = read_capped(&root.file, COMPOSE_FILE_MAX_BYTES)
-            .map_err(|e| fail("ERR_PACKAGE_INVALID", e))?;
-        // Parameters first; the package's `.env` fills only what they leave unset. The agent's
-        // own process environment is deliberately not visible to workloads.
+    ) -> Result<crate::compose::Project, apply::ApplyError> {
+        // Parameters are the variables; the package's `.env` fills only what they leave unset.
+        // The agent's own process environment is deliberately not visible to workloads.
         let params = dep.env_for_component(&component.name);
-        let dot_env_path = root.dir.join(".env");
-        let dot_env = if dot_env_path.is_file() {
-            let mut warnings = Vec::new();
-            let from_params = |k: &str| params.get(k).cloned();
-            dotenv::read_env_file(&dot_env_path, &from_params, &mut warnings)
-                .map_err(|e| fail(e.code(), e.to_string()))?
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|v| (k, v)))
-                .collect::<BTreeMap<String, String>>()
-        } else {
-            BTreeMap::new()
-        };
-        let lookup = |k: &str| params.get(k).or_else(|| dot_env.get(k)).cloned();
-        let mut warnings = Vec::new();
-        let parsed = file::parse(&text, &root.file, &lookup, &mut warnings)
-            .map_err(|e| fail(e.code(), e.to_string()))?;
-        let cx = project::Context {
-            project_name,
-            working_dir: &root.dir,
-            config_file: &root.file,
+        let variables = |k: &str| params.get(k).cloned();
+        let opts = crate::compose::LoadOptions {
+            project_name: Some(project_name),
+            variables: &variables,
             profiles: &[],
-            lookup: &lookup,
         };
-        let proj = project::normalise(&parsed, &cx, &mut warnings)
-            .map_err(|e| fail(e.code(), e.to_string()))?;
-        for w in &warnings {
+        let loaded =
+            crate::compose::load_file(&root.file, &opts).map_err(|e| apply::ApplyError {
+                code: e.code(),
+                message: format!("component {:?}: {e}", component.name),
+                podman_unavailable: false,
+            })?;
+        for w in &loaded.warnings {
             journal::warn(
                 &format!("component {:?}: {w}", component.name),
                 &[("DEPLOYMENT_ID", &dep.id), ("COMPONENT", &component.name)],
             );
         }
-        Ok(proj)
+        Ok(loaded.project)
     }
 
     /// Removes deployments that the desired state no longer names: those in the state file
@@ -694,19 +671,6 @@ impl Agent {
         }
         Ok(count)
     }
-}
-
-fn read_capped(path: &Path, max: u64) -> Result<String, String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut s = String::new();
-    f.take(max + 1)
-        .read_to_string(&mut s)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if s.len() as u64 > max {
-        return Err(format!("{} is larger than {max} bytes", path.display()));
-    }
-    Ok(s)
 }
 
 /// Unpacks `archive` beside `dest`, then swaps it in: a power cut leaves either the old or
