@@ -1,6 +1,7 @@
 //! The main path end to end, against the real Podman service and registry of the test bed:
 //! publish → converge → unchanged poll → update of one service → invalid state refused →
 //! removal.
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 mod common;
 
 use common::{Bed, Device, deployment, free_port, http_get};
