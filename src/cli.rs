@@ -234,3 +234,62 @@ pub fn status_table(state: &State) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+    use crate::state::{ComponentRecord, DeploymentRecord, Failure, Phase};
+
+    #[test]
+    fn status_table_shows_revision_deployments_components_and_errors() {
+        let mut s = State::default();
+        s.source.reference = "reg.example/fleet/d:latest".into();
+        s.source.applied = Some(Digest::of(b"m"));
+        s.source.applied_version = Some(7);
+        let mut components = std::collections::BTreeMap::new();
+        components.insert(
+            "web".to_string(),
+            ComponentRecord {
+                phase: Phase::Failed,
+                project: "web-1234abcd".into(),
+                error: Some(Failure::new("ERR_IMAGE_PULL", "pulling image x failed")),
+            },
+        );
+        s.deployments.insert(
+            "dep-1".into(),
+            DeploymentRecord {
+                application_id: "app".into(),
+                name: "n".into(),
+                digest: Digest::of(b"d"),
+                phase: Phase::Failed,
+                error: Some(Failure::new("ERR_IMAGE_PULL", "service web: pull failed")),
+                components,
+                since: 0,
+            },
+        );
+        let t = status_table(&s);
+        assert!(t.contains("reg.example/fleet/d:latest"), "{t}");
+        assert!(t.contains("(version 7)"), "{t}");
+        assert!(t.contains("dep-1"), "{t}");
+        assert!(t.contains("web"), "{t}");
+        assert!(t.contains("Failed"), "{t}");
+        assert!(t.contains("ERR_IMAGE_PULL: pulling image x failed"), "{t}");
+        assert!(status_table(&State::default()).contains("no deployments"));
+    }
+
+    #[test]
+    fn usage_errors_exit_2_and_unknown_config_exits_3() {
+        assert_eq!(dispatch(&[]), exit::USAGE);
+        assert_eq!(dispatch(&["frobnicate".into()]), exit::USAGE);
+        assert_eq!(dispatch(&["run".into(), "--twice".into()]), exit::USAGE);
+        assert_eq!(
+            dispatch(&[
+                "--config".into(),
+                "/nonexistent/c.yaml".into(),
+                "check-config".into()
+            ]),
+            exit::CONFIG
+        );
+    }
+}

@@ -68,10 +68,17 @@ fn converges_updates_one_service_and_removes_a_deployment() {
     let status = dev.status();
     assert_eq!(status["deployments"]["main-path-d1"]["phase"], "Installed");
 
-    // Unchanged desired state: nothing is recreated.
+    // Unchanged desired state: nothing is recreated, nothing is written.
+    let state_file = dev.dir.join("state.json");
+    let before = std::fs::metadata(&state_file).unwrap().modified().unwrap();
     let (code, log) = dev.run_once();
     assert_eq!(code, 0, "{log}");
     assert_eq!(container_ids(&dev), first);
+    assert_eq!(
+        std::fs::metadata(&state_file).unwrap().modified().unwrap(),
+        before
+    );
+    assert!(!log.contains("desired state changed"), "{log}");
 
     // Change only the web service: web is recreated, the sidecar keeps its container.
     let repo2 = dev.publish_package("shop", &shop_compose(port, "v2"), "1.0.1");
