@@ -347,20 +347,37 @@ impl Podman {
             .map_err(|e| protocol(op, target, format!("unexpected reply: {e}")))
     }
 
+    /// `GET /<kind>/<name>/exists`: 204 yes, 404 no.
+    fn exists(&mut self, op: &'static str, kind: &str, name: &str) -> Result<bool, PodmanError> {
+        let url = self.url(&format!("/{kind}/{}/exists", query_escape(name)));
+        let resp = self.send(op, name, "GET", &url, None)?;
+        let status = resp.status().as_u16();
+        Self::expect(op, name, resp, &[204, 404])?;
+        Ok(status == 204)
+    }
+
+    /// `GET <path>?filters={"label":[k=v,…]}` decoded as JSON.
+    fn list_by_labels<T: serde::de::DeserializeOwned>(
+        &mut self,
+        op: &'static str,
+        path: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<T, PodmanError> {
+        let filter: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let filters = serde_json::json!({ "label": filter }).to_string();
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = self.url(&format!("{path}{sep}filters={}", query_escape(&filters)));
+        let resp = self.send(op, "", "GET", &url, None)?;
+        let body = Self::expect(op, "", resp, &[200])?;
+        Self::json(op, "", &body)
+    }
+
     /// Containers carrying every `key=value` label given.
     pub fn list_containers(
         &mut self,
         labels: &[(&str, &str)],
     ) -> Result<Vec<ContainerSummary>, PodmanError> {
-        let filter: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let filters = serde_json::json!({ "label": filter }).to_string();
-        let url = self.url(&format!(
-            "/containers/json?all=true&filters={}",
-            query_escape(&filters)
-        ));
-        let resp = self.send("list containers", "", "GET", &url, None)?;
-        let body = Self::expect("list containers", "", resp, &[200])?;
-        Self::json("list containers", "", &body)
+        self.list_by_labels("list containers", "/containers/json?all=true", labels)
     }
 
     pub fn inspect_container(&mut self, id: &str) -> Result<ContainerInspect, PodmanError> {
@@ -372,11 +389,7 @@ impl Podman {
 
     /// Whether a container of that name or id exists.
     pub fn container_exists(&mut self, name: &str) -> Result<bool, PodmanError> {
-        let url = self.url(&format!("/containers/{}/exists", query_escape(name)));
-        let resp = self.send("check container", name, "GET", &url, None)?;
-        let status = resp.status().as_u16();
-        Self::expect("check container", name, resp, &[204, 404])?;
-        Ok(status == 204)
+        self.exists("check container", "containers", name)
     }
 
     /// Creates a container from a libpod create body; returns its id.
@@ -466,11 +479,7 @@ impl Podman {
     }
 
     pub fn image_exists(&mut self, reference: &str) -> Result<bool, PodmanError> {
-        let url = self.url(&format!("/images/{}/exists", query_escape(reference)));
-        let resp = self.send("check image", reference, "GET", &url, None)?;
-        let status = resp.status().as_u16();
-        Self::expect("check image", reference, resp, &[204, 404])?;
-        Ok(status == 204)
+        self.exists("check image", "images", reference)
     }
 
     /// Pulls an image. The reply is a progress stream answered with HTTP 200 even when the pull
@@ -527,23 +536,11 @@ impl Podman {
         &mut self,
         labels: &[(&str, &str)],
     ) -> Result<Vec<NetworkSummary>, PodmanError> {
-        let filter: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let filters = serde_json::json!({ "label": filter }).to_string();
-        let url = self.url(&format!(
-            "/networks/json?filters={}",
-            query_escape(&filters)
-        ));
-        let resp = self.send("list networks", "", "GET", &url, None)?;
-        let body = Self::expect("list networks", "", resp, &[200])?;
-        Self::json("list networks", "", &body)
+        self.list_by_labels("list networks", "/networks/json", labels)
     }
 
     pub fn network_exists(&mut self, name: &str) -> Result<bool, PodmanError> {
-        let url = self.url(&format!("/networks/{}/exists", query_escape(name)));
-        let resp = self.send("check network", name, "GET", &url, None)?;
-        let status = resp.status().as_u16();
-        Self::expect("check network", name, resp, &[204, 404])?;
-        Ok(status == 204)
+        self.exists("check network", "networks", name)
     }
 
     pub fn create_network(
@@ -582,11 +579,7 @@ impl Podman {
     }
 
     pub fn volume_exists(&mut self, name: &str) -> Result<bool, PodmanError> {
-        let url = self.url(&format!("/volumes/{}/exists", query_escape(name)));
-        let resp = self.send("check volume", name, "GET", &url, None)?;
-        let status = resp.status().as_u16();
-        Self::expect("check volume", name, resp, &[204, 404])?;
-        Ok(status == 204)
+        self.exists("check volume", "volumes", name)
     }
 
     pub fn create_volume(
