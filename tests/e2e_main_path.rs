@@ -67,6 +67,27 @@ fn converges_updates_one_service_and_removes_a_deployment() {
     assert_eq!(first.len(), 2, "{first:?}");
     let status = dev.status();
     assert_eq!(status["deployments"]["main-path-d1"]["phase"], "Installed");
+    // The project's default network has DNS: the sidecar reaches `web` by its service name.
+    let sidecar_name = first
+        .keys()
+        .find(|n| n.contains("sidecar"))
+        .unwrap()
+        .clone();
+    let out = Bed::get().podman(&[
+        "exec",
+        &sidecar_name,
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://web/",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "v1",
+        "DNS between services: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Unchanged desired state: nothing is recreated, nothing is written.
     let state_file = dev.dir.join("state.json");
