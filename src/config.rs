@@ -200,7 +200,11 @@ impl Config {
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            let options = serde_saphyr::options! {
+                // One line in the journal: no source snippet (line and column stay in it).
+                with_snippet: false,
+            };
+            serde_saphyr::from_str_with_options(text, options).map_err(|e| ConfigError::Parse {
                 path: path.to_path_buf(),
                 reason: one_line(&e.to_string()),
             })?
@@ -364,6 +368,9 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("pol_interval"), "{msg}");
         assert!(msg.contains("test.yaml"), "{msg}");
+        // Said once, on one line: no source snippet flattened into the journal line.
+        assert_eq!(msg.matches("pol_interval").count(), 1, "{msg}");
+        assert!(!msg.contains(" | "), "{msg}");
     }
 
     #[test]

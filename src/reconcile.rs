@@ -1,7 +1,9 @@
 //! One reconcile pass: source → model → plan → apply → report.
 //!
 //! 1. Poll the source. Unchanged: the pass ends after one HEAD request, with no disk write and
-//!    no Podman call. Unreachable: nothing changes, the daemon retries with backoff.
+//!    no Podman call. Unreachable: nothing changes, the daemon retries with backoff. While a
+//!    deployment is not Installed (a failed update), the applied revision is not "unchanged":
+//!    a tag moved back to it is applied again, which repairs what the failed update touched.
 //! 2. Parse and validate every document. Anything invalid refuses the whole revision
 //!    (`ERR_DESIRED_STATE_INVALID`, …): it is recorded as rejected, logged once, and the
 //!    running workloads stay exactly as they were.
@@ -211,6 +213,11 @@ impl Agent {
     pub fn reconcile(&mut self) -> Outcome {
         let known = Known {
             applied: self.state.source.applied.as_ref(),
+            applied_converged: self
+                .state
+                .deployments
+                .values()
+                .all(|r| r.phase == Phase::Installed),
             rejected: self.state.source.rejected.as_ref(),
             applied_version: self.state.source.applied_version,
         };

@@ -29,7 +29,7 @@ mod request;
 #[cfg(test)]
 mod client_tests;
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 
 pub use client::{FetchedManifest, ManifestHead, OciClient, RegistryAccess};
 pub use error::{OciError, Target};

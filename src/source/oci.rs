@@ -6,6 +6,11 @@
 //! version annotation (which must then increase), and its layer is downloaded (size-capped,
 //! digest-verified) and decoded into YAML files. A revision refused once is remembered by the
 //! caller and not fetched again until the tag moves on.
+//!
+//! The applied revision counts as unchanged only while its workloads are converged. After a
+//! failed update the workloads may no longer match it (a container may already be replaced),
+//! so a tag moved back to the applied revision is fetched and applied again; going back to it
+//! is not a rollback, so its version is not compared with itself.
 
 use super::layer::{self, DESIRED_STATE_MAX_LAYER_BYTES, LayerForm};
 use super::{Polled, Revision, SourceError, VERSION_ANNOTATION, check_version, parse_version};
@@ -20,6 +25,9 @@ pub const ERR_VERSION_ROLLBACK: &str = "ERR_VERSION_ROLLBACK";
 pub struct Known<'a> {
     /// The revision applied.
     pub applied: Option<&'a Digest>,
+    /// Every deployment is Installed as the applied revision says: only then is the applied
+    /// revision an unchanged one (see the module docs).
+    pub applied_converged: bool,
     /// A revision refused earlier (not retried).
     pub rejected: Option<&'a Digest>,
     /// The version annotation of the applied revision.
@@ -46,7 +54,8 @@ impl OciSource {
                 r.registry
             )));
         };
-        if Some(&head.digest) == known.applied || Some(&head.digest) == known.rejected {
+        let is_applied = Some(&head.digest) == known.applied;
+        if (is_applied && known.applied_converged) || Some(&head.digest) == known.rejected {
             return Ok(Polled::Unchanged);
         }
         let digest = head.digest.clone();
@@ -79,12 +88,14 @@ impl OciSource {
             })?),
             None => None,
         };
-        check_version(version, known.applied_version).map_err(|m| {
-            invalid(
-                ERR_VERSION_ROLLBACK,
-                format!("desired state {r}@{}: {m}", digest.short()),
-            )
-        })?;
+        if !is_applied {
+            check_version(version, known.applied_version).map_err(|m| {
+                invalid(
+                    ERR_VERSION_ROLLBACK,
+                    format!("desired state {r}@{}: {m}", digest.short()),
+                )
+            })?;
+        }
         let [layer_desc] = manifest.layers.as_slice() else {
             return Err(invalid(
                 ERR_DESIRED_STATE_INVALID,
@@ -135,5 +146,103 @@ fn classify(e: OciError, digest: Option<&Digest>) -> SourceError {
         code: e.code(),
         message: format!("{e}; keeping current workloads"),
         digest: digest.cloned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+mod tests {
+    use super::*;
+    use crate::oci::manifest::MEDIA_TYPE_OCI_MANIFEST;
+    use crate::oci::test_server::{Reply, Request, TestServer};
+    use crate::oci::{Descriptor, ImageManifest, RegistryAccess};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    const DOC: &[u8] = b"kind: ApplicationDeployment\n";
+
+    /// A registry serving one desired state, version 2, at `fleet/desired:latest`.
+    fn registry() -> (TestServer, OciClient, OciSource, Digest) {
+        let layer = Descriptor::new(layer::MEDIA_TYPE_YAML, Digest::of(DOC), DOC.len() as u64);
+        let annotations = BTreeMap::from([(VERSION_ANNOTATION.to_string(), "2".to_string())]);
+        let bytes =
+            ImageManifest::artifact(layer::ARTIFACT_TYPE, vec![layer], annotations).to_bytes();
+        let digest = Digest::of(&bytes);
+        let d = digest.clone();
+        let server = TestServer::start(move |_| {
+            move |q: &Request| {
+                if q.path().contains("/manifests/") {
+                    Reply::new(200)
+                        .header("Content-Type", MEDIA_TYPE_OCI_MANIFEST)
+                        .header("Docker-Content-Digest", d.as_str())
+                        .body(bytes.clone())
+                } else if q.path().contains("/blobs/") {
+                    Reply::new(200).body(DOC)
+                } else {
+                    Reply::new(404)
+                }
+            }
+        });
+        let mut client = OciClient::new(crate::http::client(&Arc::new(Vec::new())));
+        let access = RegistryAccess {
+            plain_http: true,
+            credentials: None,
+        };
+        client.set_access(&server.host(), access);
+        let r = Reference::parse(&format!("{}/fleet/desired:latest", server.host())).unwrap();
+        (server, client, OciSource::new(r), digest)
+    }
+
+    #[test]
+    fn applied_revision_is_unchanged_after_one_head_while_converged() {
+        let (server, mut client, source, digest) = registry();
+        let known = Known {
+            applied: Some(&digest),
+            applied_converged: true,
+            rejected: None,
+            applied_version: Some(2),
+        };
+        assert!(matches!(
+            source.poll(&mut client, known),
+            Ok(Polled::Unchanged)
+        ));
+        assert_eq!(server.requests().len(), 1);
+    }
+
+    #[test]
+    fn applied_revision_is_fetched_again_after_a_failed_update() {
+        // A tag moved back to the applied revision after an update failed: applied again,
+        // and its own version is no rollback.
+        let (_server, mut client, source, digest) = registry();
+        let known = Known {
+            applied: Some(&digest),
+            applied_converged: false,
+            rejected: None,
+            applied_version: Some(2),
+        };
+        match source.poll(&mut client, known) {
+            Ok(Polled::Changed { revision, files }) => {
+                assert_eq!(revision.digest, digest);
+                assert_eq!(revision.version, Some(2));
+                assert_eq!(files[0].text.as_bytes(), DOC);
+            }
+            other => panic!("expected Changed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn another_revision_with_an_equal_version_is_a_rollback() {
+        let (_server, mut client, source, _) = registry();
+        let other = Digest::of(b"another revision");
+        let known = Known {
+            applied: Some(&other),
+            applied_converged: false,
+            rejected: None,
+            applied_version: Some(2),
+        };
+        match source.poll(&mut client, known) {
+            Err(SourceError::Invalid { code, .. }) => assert_eq!(code, ERR_VERSION_ROLLBACK),
+            other => panic!("expected a rollback refusal, got {other:?}"),
+        }
     }
 }

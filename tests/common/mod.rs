@@ -6,6 +6,8 @@
 //! skipped silently.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod raw_push;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -106,6 +108,19 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// Config settings a test changes from what [`Device::write_config`] writes.
+#[derive(Default)]
+pub struct ConfigChanges<'a> {
+    /// `desired_state.reference` (default: the device's repository on the plain registry).
+    pub reference: Option<&'a str>,
+    /// Password for the BASIC registry (default: the right one).
+    pub basic_password: Option<&'a str>,
+    /// `podman.socket` (default: the bed's).
+    pub podman_socket: Option<&'a str>,
+    /// YAML appended (top-level keys).
+    pub extra: &'a str,
+}
+
 /// One agent instance: its own config, state file, work dir and desired-state repository.
 pub struct Device {
     pub name: String,
@@ -134,27 +149,41 @@ impl Device {
 
     /// Writes the device's config; `extra` is appended YAML (top-level keys).
     pub fn write_config(&self, extra: &str) {
+        self.write_config_with(&ConfigChanges {
+            extra,
+            ..ConfigChanges::default()
+        });
+    }
+
+    /// Writes the device's config with some settings changed from the bed's defaults.
+    pub fn write_config_with(&self, changes: &ConfigChanges) {
         let bed = Bed::get();
         let text = format!(
             "device_id: {name}\n\
              desired_state:\n  reference: {reference}\n  poll_interval: 1s\n  poll_jitter: 0s\n  retry_max: 2s\n\
              registries:\n\
              \x20 - host: \"{plain}\"\n    plain_http: true\n\
-             \x20 - host: \"{basic}\"\n    username: {user}\n    password: {pass}\n\
+             \x20 - host: \"{basic}\"\n    username: {user}\n    password: {basic_pass}\n\
              \x20 - host: \"{token}\"\n    username: {user}\n    password: {pass}\n\
              tls:\n  ca_bundle: /nonexistent\n  extra_ca: [{ca}]\n\
              podman:\n  socket: {sock}\n  call_timeout: 30s\n  stop_timeout: 2s\n\
              state_file: {dir}/state.json\nwork_dir: {dir}/work\nlog_level: debug\n{extra}",
             name = self.name,
-            reference = self.reference,
+            reference = changes.reference.unwrap_or(&self.reference),
             plain = bed.plain(),
             basic = bed.var("MARGO_TB_REG_BASIC"),
             token = bed.var("MARGO_TB_REG_TOKEN"),
             user = bed.var("MARGO_TB_USER"),
             pass = bed.var("MARGO_TB_PASS"),
+            basic_pass = changes
+                .basic_password
+                .unwrap_or_else(|| bed.var("MARGO_TB_PASS")),
             ca = bed.var("MARGO_TB_CA"),
-            sock = bed.var("MARGO_TB_PODMAN_SOCK"),
+            sock = changes
+                .podman_socket
+                .unwrap_or_else(|| bed.var("MARGO_TB_PODMAN_SOCK")),
             dir = self.dir.display(),
+            extra = changes.extra,
         );
         std::fs::write(&self.config, text).expect("write config");
     }
@@ -202,10 +231,21 @@ impl Device {
 
     /// Publishes ApplicationDeployment documents as the device's desired state.
     pub fn publish_desired(&self, docs: &[&str], extra_args: &[&str]) -> Output {
+        self.publish_desired_to(&self.reference, docs, extra_args)
+    }
+
+    /// Publishes ApplicationDeployment documents to `reference` (with this device's config,
+    /// so its registry credentials).
+    pub fn publish_desired_to(
+        &self,
+        reference: &str,
+        docs: &[&str],
+        extra_args: &[&str],
+    ) -> Output {
         let ddir = self.dir.join("desired");
         let _ = std::fs::remove_dir_all(&ddir);
         std::fs::create_dir_all(&ddir).expect("mkdir desired");
-        let mut args: Vec<String> = vec!["publish".into(), "--to".into(), self.reference.clone()];
+        let mut args: Vec<String> = vec!["publish".into(), "--to".into(), reference.to_string()];
         args.extend(extra_args.iter().map(|s| s.to_string()));
         for (i, d) in docs.iter().enumerate() {
             let p = ddir.join(format!("deployment-{i}.yaml"));
@@ -224,6 +264,18 @@ impl Device {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    /// Container name → ID of every container this device's deployments run.
+    pub fn container_ids(&self) -> std::collections::BTreeMap<String, String> {
+        Bed::get()
+            .containers("org.margo.device-id", &self.name)
+            .into_iter()
+            .map(|c| {
+                let name = c["Names"][0].as_str().unwrap_or_default().to_string();
+                (name, c["Id"].as_str().unwrap_or_default().to_string())
+            })
+            .collect()
     }
 
     /// Removes every container and network this device's deployments created.
@@ -283,4 +335,42 @@ pub fn http_get(port: u16, path: &str, timeout: Duration) -> Option<String> {
 
 pub fn assert_file_exists(p: &Path) {
     assert!(p.exists(), "{} should exist", p.display());
+}
+
+/// Lines of an agent log at warning severity or worse (`<0>` … `<4>` prefixes).
+pub fn problem_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| matches!(l.get(..3), Some("<0>" | "<1>" | "<2>" | "<3>" | "<4>")))
+        .collect()
+}
+
+/// Checks one `run --once` that should fail: it exited with `expected` (not a panic) and
+/// logged exactly one warning-or-worse line, which holds every needle. Returns that line.
+/// `check` names the case in failure messages.
+pub fn assert_one_problem<'a>(
+    check: &str,
+    (code, log): (i32, &'a str),
+    expected: i32,
+    needles: &[&str],
+) -> &'a str {
+    assert!(
+        !log.contains("panicked"),
+        "{check}: the agent panicked:\n{log}"
+    );
+    assert_eq!(code, expected, "{check}: wrong exit code:\n{log}");
+    let lines = problem_lines(log);
+    assert_eq!(
+        lines.len(),
+        1,
+        "{check}: expected one warning/error line, got {}:\n{log}",
+        lines.len()
+    );
+    for n in needles {
+        assert!(
+            lines[0].contains(n),
+            "{check}: {n:?} missing from {:?}",
+            lines[0]
+        );
+    }
+    lines[0]
 }
