@@ -13,6 +13,14 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -q
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  echo "== installing cargo-deny"
+  cargo install cargo-deny --locked -q
+fi
+echo "== cargo deny (licenses, bans, sources; the advisory database is not reachable from these machines)"
+cargo deny check licenses bans sources
 echo "== build"
 cargo build --all-targets
 
