@@ -162,9 +162,14 @@ impl OciError {
             E::Timeout(t) => format!("timed out ({t})"),
             E::HostNotFound => "host name not found (DNS)".to_string(),
             E::ConnectionFailed => "connection refused or failed".to_string(),
-            E::Io(io) => format!("network error: {io}"),
+            // rustls reports handshake failures (an untrusted certificate, …) through the
+            // connection's io::Error, so that is where a TLS failure usually arrives.
+            E::Io(io) => match io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(r) => tls_reason(r),
+                None => format!("network error: {io}"),
+            },
             E::Tls(m) => format!("TLS failed: {m}"),
-            E::Rustls(r) => format!("TLS failed: {r}"),
+            E::Rustls(r) => tls_reason(r),
             E::BodyStalled => "the transfer stalled".to_string(),
             // Only reachable with an agent that turns statuses into errors; see OciClient::new.
             E::StatusCode(status) => {
@@ -190,6 +195,17 @@ impl OciError {
             at,
             reason: format!("transfer interrupted: {e}"),
         }
+    }
+}
+
+/// A TLS failure, with what to check when the server's certificate was not accepted.
+fn tls_reason(r: &rustls::Error) -> String {
+    match r {
+        rustls::Error::InvalidCertificate(_) => format!(
+            "TLS failed: the server's certificate was not accepted ({r}); if the registry uses \
+             a private CA, add that CA to tls.extra_ca (or the system bundle, tls.ca_bundle)"
+        ),
+        _ => format!("TLS failed: {r}"),
     }
 }
 
@@ -351,6 +367,21 @@ mod tests {
             "cannot reach reg.example:5000 for manifest latest of reg.example:5000/fleet/desired \
              (https://reg.example:5000/v2/fleet/desired/manifests/latest): timed out"
         );
+    }
+
+    #[test]
+    fn tls_failures_inside_io_errors_say_tls_and_name_the_ca_settings() {
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, cert);
+        let e = OciError::from_ureq(ureq::Error::Io(io), at());
+        assert!(e.is_transient());
+        let m = e.to_string();
+        assert!(m.contains("TLS failed"), "{m}");
+        assert!(m.contains("UnknownIssuer"), "{m}");
+        assert!(m.contains("tls.extra_ca"), "{m}");
+        let plain = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let m = OciError::from_ureq(ureq::Error::Io(plain), at()).to_string();
+        assert!(m.contains("network error: reset"), "{m}");
     }
 
     #[test]
