@@ -57,6 +57,9 @@ for _ in $(seq 1 20); do
   if out=$(curl -fsS "http://127.0.0.1:$PORT/" 2>/dev/null); then echo "$out"; break; fi
   sleep 0.5
 done
-echo "== a second pass changes nothing"
+echo "== a second pass: one HEAD request, nothing else (exit code 0, no log lines)"
 MARGO_AGENT_LOG=stderr "$BIN" --config "$WORK/config.yaml" run --once
-[ "${KEEP:-0}" = 1 ] && echo "left running; stop with: tests/bed/down.sh $BED"
+echo "exit code: $?"
+if [ "${KEEP:-0}" = 1 ]; then
+  echo "left running; stop with: tests/bed/down.sh $BED"
+fi
