@@ -180,3 +180,46 @@ fn converges_updates_one_service_and_removes_a_deployment() {
     );
     dev.cleanup();
 }
+
+#[test]
+fn recovers_from_a_corrupt_state_file_using_podman_labels() {
+    // Fixture: one converged deployment; then the state file is cut in half (a power cut on a
+    // filesystem without the agent's atomic rename would look like this).
+    let dev = Device::new("corrupt-state");
+    dev.cleanup();
+    let port = free_port();
+    let repo = dev.publish_package("recover", &shop_compose(port, "r1"), "1.0.0");
+    let out = dev.publish_desired(&[&deployment("corrupt-d1", "recover", &repo, "1.0.0")], &[]);
+    assert!(out.status.success());
+    let (code, log) = dev.run_once();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(container_ids(&dev).len(), 2);
+
+    let state_file = dev.dir.join("state.json");
+    let text = std::fs::read(&state_file).unwrap();
+    std::fs::write(&state_file, &text[..text.len() / 2]).unwrap();
+
+    // The desired state now names nothing: the deployment must still be found (by label) and
+    // removed, and the unreadable file kept aside for a post-mortem.
+    let out = dev.publish_desired(&[], &[]);
+    assert!(out.status.success());
+    let (code, log) = dev.run_once();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("was unreadable"), "{log}");
+    assert!(
+        container_ids(&dev).is_empty(),
+        "containers found by label must be removed"
+    );
+    let aside: Vec<_> = std::fs::read_dir(&dev.dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the corrupt file is kept aside");
+    assert!(dev.status()["source"]["applied"].is_string());
+    dev.cleanup();
+}
