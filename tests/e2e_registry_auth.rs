@@ -36,34 +36,6 @@ fn edit_config(dev: &Device, edit: impl Fn(&str) -> String) {
     std::fs::write(&dev.config, after).expect("write config");
 }
 
-/// Publishes a Compose project as a SUP-01 package at `<host>/e2e/<device>/<component>:<rev>`
-/// with the device's config (credentials, CA); returns the `oci://` repository.
-fn publish_package_on(
-    dev: &Device,
-    host: &str,
-    component: &str,
-    compose_yaml: &str,
-    revision: &str,
-) -> String {
-    let pkg = dev.dir.join("packages").join(component).join(component);
-    std::fs::create_dir_all(&pkg).expect("mkdir package");
-    std::fs::write(pkg.join("compose.yaml"), compose_yaml).expect("write compose");
-    let repo = format!("{host}/e2e/{}/{component}", dev.name);
-    let out = dev.cmd(&[
-        "publish",
-        "--package",
-        pkg.to_str().expect("utf8"),
-        "--to",
-        &format!("{repo}:{revision}"),
-    ]);
-    assert!(
-        out.status.success(),
-        "publish --package to {host} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!("oci://{repo}")
-}
-
 fn publish_desired_ok(dev: &Device, docs: &[&str]) {
     let out = dev.publish_desired(docs, &[]);
     assert!(
@@ -157,8 +129,7 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 fn basic_registry_over_tls_serves_desired_state_and_package() {
     let dev = device_on("auth-basic", basic());
     let port = free_port();
-    let repo = publish_package_on(
-        &dev,
+    let repo = dev.publish_package_to(
         basic(),
         "auth-basic-web",
         &web_compose(Bed::get().image(), port, "basic-ok"),
@@ -245,8 +216,7 @@ fn basic_registry_over_tls_serves_desired_state_and_package() {
 #[test]
 fn token_registry_converges_and_reuses_its_token_on_unchanged_polls() {
     let dev = device_on("auth-token", token());
-    let repo = publish_package_on(
-        &dev,
+    let repo = dev.publish_package_to(
         token(),
         "auth-token-app",
         &sleeper_compose(Bed::get().image()),
@@ -387,8 +357,7 @@ fn image_is_pulled_by_podman_from_basic_registry_with_the_agents_credentials() {
             1,
         )
     });
-    let repo = publish_package_on(
-        &dev,
+    let repo = dev.publish_package_to(
         bed.plain(),
         "auth-pull-bad",
         &sleeper_compose(&image),
@@ -418,13 +387,7 @@ fn image_is_pulled_by_podman_from_basic_registry_with_the_agents_credentials() {
 
     // With the config's credentials: desired state, package and image all on BASIC.
     let dev = device_on("auth-pull", basic());
-    let repo = publish_package_on(
-        &dev,
-        basic(),
-        "auth-pull-app",
-        &sleeper_compose(&image),
-        "1.0.0",
-    );
+    let repo = dev.publish_package_to(basic(), "auth-pull-app", &sleeper_compose(&image), "1.0.0");
     publish_desired_ok(
         &dev,
         &[&deployment("auth-pull-d1", "auth-pull-app", &repo, "1.0.0")],
@@ -456,8 +419,7 @@ fn older_form_package_location_blob_url_on_basic_registry_converges() {
     let port = free_port();
     // The package is a registry blob: publish it as a SUP-01 artifact, then point a
     // packageLocation at its layer's blob URL.
-    let repo = publish_package_on(
-        &dev,
+    let repo = dev.publish_package_to(
         basic(),
         "auth-older-web",
         &web_compose(bed.image(), port, "older-ok"),

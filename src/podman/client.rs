@@ -356,6 +356,20 @@ impl Podman {
         Ok(status == 204)
     }
 
+    /// `POST <path>` with a JSON body; 200 or 201 is success.
+    fn create(
+        &mut self,
+        op: &'static str,
+        path: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), PodmanError> {
+        let url = self.url(path);
+        let bytes = body.to_string().into_bytes();
+        let resp = self.send(op, name, "POST", &url, Some(&bytes))?;
+        Self::expect(op, name, resp, &[200, 201]).map(drop)
+    }
+
     /// `GET <path>?filters={"label":[k=v,…]}` decoded as JSON.
     fn list_by_labels<T: serde::de::DeserializeOwned>(
         &mut self,
@@ -548,10 +562,7 @@ impl Podman {
         name: &str,
         body: &serde_json::Value,
     ) -> Result<(), PodmanError> {
-        let url = self.url("/networks/create");
-        let bytes = body.to_string().into_bytes();
-        let resp = self.send("create network", name, "POST", &url, Some(&bytes))?;
-        Self::expect("create network", name, resp, &[200, 201]).map(drop)
+        self.create("create network", "/networks/create", name, body)
     }
 
     /// Removes a network. Podman answers 200 with an `Err` entry when it is still in use
@@ -587,10 +598,7 @@ impl Podman {
         name: &str,
         body: &serde_json::Value,
     ) -> Result<(), PodmanError> {
-        let url = self.url("/volumes/create");
-        let bytes = body.to_string().into_bytes();
-        let resp = self.send("create volume", name, "POST", &url, Some(&bytes))?;
-        Self::expect("create volume", name, resp, &[200, 201]).map(drop)
+        self.create("create volume", "/volumes/create", name, body)
     }
 }
 

@@ -209,11 +209,22 @@ impl Device {
     /// Publishes a Compose project directory as a SUP-01 OCI package; returns its `oci://`
     /// repository (the revision is the tag).
     pub fn publish_package(&self, component: &str, compose_yaml: &str, revision: &str) -> String {
-        let bed = Bed::get();
+        self.publish_package_to(Bed::get().plain(), component, compose_yaml, revision)
+    }
+
+    /// Publishes a Compose package to the registry at `host` (credentials and CA from the
+    /// device's config); returns its `oci://` repository.
+    pub fn publish_package_to(
+        &self,
+        host: &str,
+        component: &str,
+        compose_yaml: &str,
+        revision: &str,
+    ) -> String {
         let pkg = self.dir.join("packages").join(component).join(component);
         std::fs::create_dir_all(&pkg).expect("mkdir package");
         std::fs::write(pkg.join("compose.yaml"), compose_yaml).expect("write compose");
-        let repo = format!("{}/e2e/{}/{component}", bed.plain(), self.name);
+        let repo = format!("{host}/e2e/{}/{component}", self.name);
         let out = self.cmd(&[
             "publish",
             "--package",
@@ -223,7 +234,7 @@ impl Device {
         ]);
         assert!(
             out.status.success(),
-            "publish --package failed: {}",
+            "publish --package to {host} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         format!("oci://{repo}")
