@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::daemon::{self, exit};
 use crate::journal::{self, Level, Target};
-use crate::state::{self, State};
+use crate::state::{self, Failure, State};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -193,43 +193,26 @@ pub fn status_table(state: &State) -> String {
             .unwrap_or_default()
     ));
     if let (Some(d), Some(e)) = (&src.rejected, &src.rejected_error) {
-        out.push_str(&format!("rejected: {d}: {} {}\n", e.code, e.message));
+        out.push_str(&format!("rejected: {d}: {e}\n"));
     }
     out.push('\n');
     if state.deployments.is_empty() {
         out.push_str("no deployments\n");
         return out;
     }
+    let row =
+        |out: &mut String, id: &str, component: &str, state: &str, error: &Option<Failure>| {
+            let error = error.as_ref().map(Failure::to_string).unwrap_or_default();
+            out.push_str(&format!("{id:<38} {component:<24} {state:<11} {error}\n"));
+        };
     out.push_str(&format!(
-        "{:<38} {:<24} {:<11} {}\n",
-        "DEPLOYMENT", "COMPONENT", "STATE", "ERROR"
+        "{:<38} {:<24} {:<11} ERROR\n",
+        "DEPLOYMENT", "COMPONENT", "STATE"
     ));
     for (id, d) in &state.deployments {
-        let err = d
-            .error
-            .as_ref()
-            .map(|e| format!("{}: {}", e.code, e.message))
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "{:<38} {:<24} {:<11} {}\n",
-            id,
-            "",
-            d.phase.as_str(),
-            err
-        ));
+        row(&mut out, id, "", d.phase.as_str(), &d.error);
         for (name, c) in &d.components {
-            let err = c
-                .error
-                .as_ref()
-                .map(|e| format!("{}: {}", e.code, e.message))
-                .unwrap_or_default();
-            out.push_str(&format!(
-                "{:<38} {:<24} {:<11} {}\n",
-                "",
-                name,
-                c.phase.as_str(),
-                err
-            ));
+            row(&mut out, "", name, c.phase.as_str(), &c.error);
         }
     }
     out

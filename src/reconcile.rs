@@ -120,7 +120,7 @@ impl Agent {
             journal::error(&format!("{e}; margo-agent cannot start"), &[]);
             exit::CONFIG
         })?;
-        let (oci, _) = Self::registry_client(&config).map_err(|e| {
+        let oci = Self::registry_client(&config).map_err(|e| {
             journal::error(&format!("{e}; margo-agent cannot start"), &[]);
             exit::CONFIG
         })?;
@@ -160,12 +160,10 @@ impl Agent {
         })
     }
 
-    fn registry_client(config: &Config) -> Result<(OciClient, ()), String> {
+    fn registry_client(config: &Config) -> Result<OciClient, String> {
         let roots = crate::http::trust_roots(Some(&config.tls.ca_bundle), &config.tls.extra_ca)
             .map_err(|e| e.to_string())?;
-        let client = OciClient::from_config(crate::http::client(&roots), config)
-            .map_err(|e| e.to_string())?;
-        Ok((client, ()))
+        OciClient::from_config(crate::http::client(&roots), config).map_err(|e| e.to_string())
     }
 
     pub fn config(&self) -> &Config {
@@ -182,7 +180,7 @@ impl Agent {
             );
         }
         match (config.source_reference(), Self::registry_client(&config)) {
-            (Ok(r), Ok((oci, ()))) => {
+            (Ok(r), Ok(oci)) => {
                 self.source = OciSource::new(r);
                 self.oci = oci;
                 self.podman = None;
@@ -225,6 +223,10 @@ impl Agent {
         let (revision, files) = match polled {
             Ok(Polled::Unchanged) => {
                 self.note_source_ok();
+                journal::debug(
+                    "desired state unchanged",
+                    &[("MARGO_SOURCE", &self.state.source.reference)],
+                );
                 return Outcome::Unchanged;
             }
             Ok(Polled::Changed { revision, files }) => {
@@ -366,7 +368,7 @@ impl Agent {
     fn refuse(&mut self, failure: Failure, digest: Option<Digest>) -> Outcome {
         let d = digest.as_ref().map(Digest::to_string).unwrap_or_default();
         journal::error(
-            &format!("{}: {}", failure.code, failure.message),
+            &failure.to_string(),
             &[
                 ("ERROR_CODE", &failure.code),
                 ("DIGEST", &d),
@@ -418,14 +420,12 @@ impl Agent {
             r.error = error.clone();
             r.since = now_unix();
         }
-        let msg = match &error {
-            Some(f) => format!(
-                "deployment {id:?}: {} — {}: {}",
-                phase.as_str(),
-                f.code,
-                f.message
+        let msg = match (&error, phase) {
+            (Some(f), Phase::Failed) => format!(
+                "deployment {id:?}: Failed — {f}; containers not yet replaced keep running, the apply is retried on the next poll"
             ),
-            None => format!("deployment {id:?}: {}", phase.as_str()),
+            (Some(f), _) => format!("deployment {id:?}: {} — {f}", phase.as_str()),
+            (None, _) => format!("deployment {id:?}: {}", phase.as_str()),
         };
         let code = error.as_ref().map(|f| f.code.clone()).unwrap_or_default();
         let fields = [
@@ -671,8 +671,11 @@ impl Agent {
                 let _ = std::fs::remove_file(projects.join(format!("{p}.package")));
             }
             journal::notice(
-                &format!("deployment {id:?}: Removed"),
-                &[("DEPLOYMENT_ID", &id), ("MARGO_STATE", "Removed")],
+                &format!("deployment {id:?}: {}", Phase::Removed.as_str()),
+                &[
+                    ("DEPLOYMENT_ID", &id),
+                    ("MARGO_STATE", Phase::Removed.as_str()),
+                ],
             );
             self.state.deployments.remove(&id);
         }

@@ -76,6 +76,12 @@ pub struct Failure {
     pub message: String,
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
 impl Failure {
     pub fn new(code: &str, message: impl Into<String>) -> Failure {
         Failure {
@@ -219,7 +225,10 @@ impl StateFile {
     /// Writes `state` if its serialization differs from the last write. Returns whether it
     /// wrote.
     pub fn save(&mut self, state: &State) -> Result<bool, StateError> {
-        let mut bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
+        let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
         bytes.push(b'\n');
         if self.last_written.as_deref() == Some(bytes.as_slice()) {
             return Ok(false);

@@ -199,7 +199,8 @@ impl Running {
     /// `run --once` fails the deployment `dep_id` with exit 1 and `code`.
     fn expect_failed(&self, check: &str, dep_id: &str, code: &str, needles: &[&str]) -> Value {
         let (exit, log) = self.dev.run_once();
-        let mut all = vec![code, dep_id];
+        // The journal line also says what the agent does next; the status holds the failure.
+        let mut all = vec![code, dep_id, "retried on the next poll"];
         all.extend_from_slice(needles);
         assert_one_problem(check, (exit, &log), 1, &all);
         let status = self.dev.status();

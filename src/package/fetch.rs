@@ -6,8 +6,9 @@
 //!   its digest checked), streamed to disk with a size cap; `http://` only for hosts the
 //!   config marks `plain_http`.
 //!
-//! Archives are stored by digest under `<work>/packages/`, so a package that did not change is
-//! never downloaded twice.
+//! Archives are stored by digest under `<work>/packages/`: an OCI package whose layer digest is
+//! already there is not downloaded again. A URL package names no digest up front, so it is
+//! downloaded on every apply (applies happen only when the desired state changed).
 
 use super::layout::PackageLayout;
 use crate::digest::Digest;
@@ -64,11 +65,6 @@ impl FetchError {
             FetchError::Invalid { .. } => "ERR_PACKAGE_INVALID",
             FetchError::Io { .. } => "ERR_LOCAL_IO",
         }
-    }
-
-    /// Worth retrying on a later pass (network, registry busy).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, FetchError::Oci { source, .. } if source.is_transient())
     }
 }
 

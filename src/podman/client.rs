@@ -101,8 +101,6 @@ pub struct ContainerInspect {
     pub name: String,
     #[serde(rename = "State")]
     pub state: InspectState,
-    #[serde(rename = "RestartCount", default)]
-    pub restart_count: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -231,10 +229,6 @@ impl Podman {
     /// Number of state-changing calls made so far.
     pub fn writes(&self) -> u64 {
         self.writes
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     fn url(&self, path: &str) -> String {
@@ -428,17 +422,6 @@ impl Podman {
         let url = self.url(&format!("/containers/{}/start", query_escape(id)));
         let resp = self.send("start container", id, "POST", &url, None)?;
         Self::expect("start container", id, resp, &[204, 304]).map(drop)
-    }
-
-    pub fn stop_container(&mut self, id: &str) -> Result<(), PodmanError> {
-        let grace = self.timeouts.stop.as_secs();
-        let url = self.url(&format!(
-            "/containers/{}/stop?timeout={grace}",
-            query_escape(id)
-        ));
-        let deadline = self.timeouts.call + self.timeouts.stop;
-        let resp = self.send_with("stop container", id, "POST", &url, None, &[], deadline)?;
-        Self::expect("stop container", id, resp, &[204, 304]).map(drop)
     }
 
     /// Removes a container (stopping it first, forcefully after the grace time) and its
