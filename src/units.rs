@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+/// Longest duration accepted (about 31 years, the unit form's 1e18 ns): larger values are
+/// typos, and adding them to an `Instant` would overflow.
+pub const DURATION_MAX_SECS: u64 = 1_000_000_000;
+
 /// Parses a Go-style duration: a sequence of `<number><unit>` with units `ns us ms s m h`
 /// (`1m30s`, `1.5s`, `500ms`). A bare integer is taken as seconds, as Compose does for
 /// `stop_grace_period: 10`.
@@ -13,6 +17,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     if let Ok(secs) = t.parse::<u64>() {
+        if secs > DURATION_MAX_SECS {
+            return Err(format!("duration {s:?} is too large"));
+        }
         return Ok(Duration::from_secs(secs));
     }
     let mut total_ns: f64 = 0.0;
@@ -125,6 +132,7 @@ mod tests {
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("18446744073709551615").is_err());
     }
 
     #[test]

@@ -237,7 +237,8 @@ fn settle(podman: &mut Podman, started: &[(String, String)]) -> Result<(), Apply
 /// With `wait`: every container running, and healthy where it has a healthcheck, before the
 /// deadline.
 fn wait_ready(podman: &mut Podman, project: &Project, timeout: Duration) -> Result<(), ApplyError> {
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
+    let deadline = start.checked_add(timeout).unwrap_or(start);
     loop {
         let mut pending = Vec::new();
         for svc in &project.services {

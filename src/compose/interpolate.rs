@@ -69,6 +69,10 @@ enum Part {
 }
 
 /// Interpolates one string value found at `path` (used in errors and warnings).
+/// Most `${…}` in one value. Real values hold a handful; the bound keeps a crafted value from
+/// recursing the parser off the stack.
+pub const INTERPOLATION_MAX_SUBSTITUTIONS: usize = 256;
+
 pub fn interpolate(
     template: &str,
     path: &str,
@@ -83,6 +87,12 @@ pub fn interpolate(
         variable: None,
         reason: format!("invalid interpolation in {template:?}: {reason}"),
     };
+    // Parsing and evaluation recurse once per `${`; bounding their number bounds the stack.
+    if template.matches("${").count() > INTERPOLATION_MAX_SUBSTITUTIONS {
+        return Err(malformed(format!(
+            "more than {INTERPOLATION_MAX_SUBSTITUTIONS} substitutions in one value"
+        )));
+    }
     let (parts, end) = parse(template, 0, false).map_err(malformed)?;
     debug_assert_eq!(end, template.len());
     let mut out = String::with_capacity(template.len());
@@ -315,6 +325,15 @@ fn missing_required(path: &str, name: &str, message: &str) -> ComposeError {
 #[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_deeply_nested_substitutions_instead_of_overflowing_the_stack() {
+        let deep = "${A:-".repeat(20_000) + &"}".repeat(20_000);
+        let err = run(&deep).unwrap_err().to_string();
+        assert!(err.contains("substitutions"), "{err}");
+        // Real nesting still works.
+        assert_eq!(ok("${NOPE:-${B:-x}}"), "bee");
+    }
 
     /// The variables the compose-spec examples assume: `FOO` set, `BAR` set but empty.
     fn vars(name: &str) -> Option<String> {

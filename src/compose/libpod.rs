@@ -222,8 +222,9 @@ impl ServiceSpec {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+/// Podman takes durations as int64 nanoseconds.
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 fn set_network(set: &mut impl FnMut(&str, Value), network: &ServiceNetwork) {

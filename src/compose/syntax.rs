@@ -319,7 +319,7 @@ pub fn signal_number(s: &str) -> Result<i64, String> {
         } else {
             rest.parse().ok()?
         };
-        let n = base + sign * offset;
+        let n = base.checked_add(sign.checked_mul(offset)?)?;
         (SIGRTMIN..=SIGRTMAX).contains(&n).then_some(n)
     };
     let rt = if let Some(rest) = name.strip_prefix("RTMIN") {
@@ -354,6 +354,13 @@ pub fn extra_host(entry: &str) -> Result<String, String> {
 #[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_realtime_signal_offsets_that_overflow() {
+        assert!(signal_number("SIGRTMIN+9223372036854775807").is_err());
+        assert!(signal_number("RTMAX-9223372036854775807").is_err());
+        assert!(signal_number("SIGRTMIN+1").is_ok());
+    }
 
     fn port(
         host_ip: Option<&str>,

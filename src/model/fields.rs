@@ -17,6 +17,9 @@ pub const COMPONENT_NAME_MAX_LEN: usize = 63;
 pub const PACKAGE_URL_MAX_LEN: usize = 4096;
 /// OCI tags are at most 128 characters (distribution spec), so a revision is too.
 pub const REVISION_MAX_LEN: usize = 128;
+/// Longest component `timeout`: the single-threaded agent waits that long for a component, so
+/// a larger value (a typo, or `8760h`) would stall it.
+pub const COMPONENT_TIMEOUT_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Deployment and application ids: `[A-Za-z0-9][A-Za-z0-9._-]*`, non-empty, bounded.
 pub(super) fn check_identifier(s: &str, max: usize) -> Result<(), String> {
@@ -74,9 +77,11 @@ pub(super) fn package_url(s: &str) -> Result<PackageUrl, String> {
             s.len()
         ));
     }
-    let rest = if s.len() >= 8 && s[..8].eq_ignore_ascii_case("https://") {
+    // `get` rather than slicing: the prefix may end inside a multi-byte character.
+    let scheme = |p: &str| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+    let rest = if scheme("https://") {
         &s[8..]
-    } else if s.len() >= 7 && s[..7].eq_ignore_ascii_case("http://") {
+    } else if scheme("http://") {
         &s[7..]
     } else {
         return Err(format!("{s:?} is not an https:// (or http://) URL"));

@@ -492,3 +492,23 @@ fn error_messages_have_no_debug_output() {
     let msg = e.to_string();
     assert!(!msg.contains("Some(") && !msg.contains('{'), "{msg}");
 }
+
+#[test]
+fn refuses_non_ascii_package_urls_and_oversized_timeouts_without_panicking() {
+    // A multi-byte character where the scheme prefix would end must not split a char.
+    let url = "      - name: web\n        properties:\n          packageLocation: \"https:/é/x\"\n";
+    let e = crate::model::parse_documents(doc_with("abc", url, "").as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("packageLocation"), "{e}");
+
+    let timeout = |t: &str| {
+        format!(
+            "      - name: web\n        properties:\n          repository: oci://r.example.com/a/web\n          revision: 1.0.0\n          wait: true\n          timeout: \"{t}\"\n"
+        )
+    };
+    for t in ["18446744073709551615", "8760h"] {
+        let e =
+            crate::model::parse_documents(doc_with("abc", &timeout(t), "").as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("timeout"), "{t}: {e}");
+    }
+    assert!(crate::model::parse_documents(doc_with("abc", &timeout("5m"), "").as_bytes()).is_ok());
+}

@@ -302,6 +302,15 @@ fn component(c: ComponentDoc, field: &str, ctx: &Ctx) -> Result<Component, Model
             Ok(d) if d.is_zero() => {
                 return Err(ctx.err(format!("{field}.timeout"), "must be longer than 0s"));
             }
+            Ok(d) if d > super::fields::COMPONENT_TIMEOUT_MAX => {
+                return Err(ctx.err(
+                    format!("{field}.timeout"),
+                    format!(
+                        "{t:?} is over the {} limit",
+                        crate::units::format_duration(super::fields::COMPONENT_TIMEOUT_MAX)
+                    ),
+                ));
+            }
             Ok(d) => Some(d),
             Err(e) => return Err(ctx.err(format!("{field}.timeout"), e)),
         },
