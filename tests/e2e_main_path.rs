@@ -8,7 +8,9 @@ use common::{Bed, Device, deployment, free_port, http_get};
 use std::time::Duration;
 
 /// Fixture: a web service (busybox httpd answering `$GREETING` on a published port) and a
-/// sidecar that only sleeps; `web` depends on `sidecar`, both on the project's default network.
+/// sidecar that only sleeps and binds `./state`, a directory the package does not hold (the
+/// agent creates it, as compose does); `web` depends on `sidecar`, both on the project's default
+/// network.
 fn shop_compose(port: u16, greeting: &str) -> String {
     let image = Bed::get().image();
     format!(
@@ -26,6 +28,7 @@ fn shop_compose(port: u16, greeting: &str) -> String {
          \x20 sidecar:\n\
          \x20   image: {image}\n\
          \x20   command: [\"sleep\", \"3600\"]\n\
+         \x20   volumes: [\"./state:/state\"]\n\
          \x20   restart: unless-stopped\n"
     )
 }
@@ -67,6 +70,17 @@ fn converges_updates_one_service_and_removes_a_deployment() {
     assert_eq!(first.len(), 2, "{first:?}");
     let status = dev.status();
     assert_eq!(status["deployments"]["main-path-d1"]["phase"], "Installed");
+    // The missing bind source was created inside the unpacked package.
+    let created: Vec<_> = std::fs::read_dir(dev.dir.join("work/projects"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("shop/state").is_dir())
+        .collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "bind source ./state must be created in the package"
+    );
     // The project's default network has DNS: the sidecar reaches `web` by its service name.
     let sidecar_name = first
         .keys()
