@@ -23,8 +23,9 @@
 //! `${x!}` and a missing `}` are errors.
 //!
 //! Refuses: shell features beyond these (`${#VAR}`, `${VAR/a/b}`, command substitution).
-//! The lookup is a plain function so the caller decides the layering (Margo parameters and
-//! process environment over the package's `.env`) and tests need no environment.
+//! The lookup is a plain function so the caller decides the layering (the agent: Margo
+//! parameters over the package's `.env`, never its own process environment) and tests need no
+//! environment.
 
 use super::error::{ComposeError, Warning};
 use serde_json::Value;

@@ -3,8 +3,8 @@
 //!
 //! margo-agent runs Compose projects itself over libpod's REST API; there is no compose CLI
 //! on the device. This module is the pure part of that engine (the only I/O is reading the
-//! compose file, `.env` and `env_file`s inside the package directory). `apply`, which sends
-//! the plan to Podman, comes later and lives beside it.
+//! compose file, `.env` and `env_file`s inside the package directory), except `apply`, which
+//! executes a plan through `podman::` and waits for the result.
 //!
 //! Data flow, one file per step:
 //!
@@ -78,21 +78,18 @@ pub use tree::COMPOSE_FILE_MAX_BYTES;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// File names looked for in a package directory, in the compose specification's order.
-pub const COMPOSE_FILE_NAMES: [&str; 4] = [
-    "compose.yaml",
-    "compose.yml",
-    "docker-compose.yaml",
-    "docker-compose.yml",
-];
+/// File names looked for in a package directory, in the compose specification's order (one
+/// list, owned by the package layout rules).
+pub use crate::package::COMPOSE_FILE_NAMES;
 
 /// How to load a project besides its directory.
 pub struct LoadOptions<'a> {
     /// The project name the caller chose (the agent uses `<component>-<deployment[:8]>`).
     /// Falls back to the file's `name:`, then to the directory name. Normalised either way.
     pub project_name: Option<&'a str>,
-    /// Variables for interpolation: Margo parameters over the process environment. The
-    /// package's `.env` fills in only names this returns `None` for.
+    /// Variables for interpolation (the agent passes the deployment's Margo parameters only;
+    /// its own process environment is not visible to workloads). The package's `.env` fills
+    /// in only names this returns `None` for.
     pub variables: Lookup<'a>,
     /// Active profiles; services with `profiles` run only when one is active.
     pub profiles: &'a [String],

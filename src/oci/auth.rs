@@ -14,7 +14,7 @@
 //! often boot without a real-time clock and jump years when NTP syncs, so a token's lifetime
 //! is measured from when we received it; `issued_at` is ignored.
 //!
-//! The network half (asking the realm for a token, retrying) lives in `client.rs`.
+//! The network half (asking the realm for a token, retrying) lives in `request.rs`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

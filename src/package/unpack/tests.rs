@@ -351,7 +351,6 @@ fn refuses_too_many_entries() {
     assert_nothing_left(&s);
 }
 
-/// Peak resident memory of this test process, from /proc.
 #[test]
 fn refuses_decompression_bomb_while_streaming() {
     // 100 MiB of zeros compress to ~100 KiB; with a 10 MiB cap it must be refused.
