@@ -11,7 +11,7 @@
 //! and `mode`, relative container paths.
 
 use super::error::ComposeError;
-use super::syntax;
+use super::syntax::{self, PROPAGATIONS, SELINUX_LABELS};
 use super::tree::Node;
 use serde::Serialize;
 
@@ -91,8 +91,9 @@ fn long_volume(item: &Node<'_>) -> Result<Mount, ComposeError> {
                 for (bk, be) in e.entries()? {
                     match bk {
                         "create_host_path" => create_host_path = be.bool()?,
-                        "propagation" => propagation = Some(be.string()?),
-                        "selinux" => selinux = Some(be.string()?),
+                        // Both end up as mount options: only the known values may pass.
+                        "propagation" => propagation = Some(one_of(&be, PROPAGATIONS)?),
+                        "selinux" => selinux = Some(one_of(&be, SELINUX_LABELS)?),
                         _ => return Err(be.invalid(
                             "unknown bind option; expected create_host_path, propagation, selinux",
                         )),
@@ -200,6 +201,22 @@ pub(super) fn tmpfs(v: &Node<'_>) -> Result<Vec<Mount>, ComposeError> {
 #[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_form_bind_options_accept_only_known_values() {
+        let bad =
+            "volumes: [{type: bind, source: /srv/x, target: /x, bind: {selinux: 'rw,suid,dev'}}]";
+        let good = "volumes: [{type: bind, source: /srv/x, target: /x, bind: {selinux: z, propagation: rslave}}]";
+        let err = mounts(bad).unwrap_err().to_string();
+        assert!(err.contains("is not one of"), "{err}");
+        assert!(mounts(good).is_ok());
+        assert!(
+            mounts(
+                "volumes: [{type: bind, source: /a, target: /b, bind: {propagation: 'rw,dev'}}]"
+            )
+            .is_err()
+        );
+    }
     use crate::compose::file;
     use std::path::Path;
 
@@ -292,5 +309,15 @@ mod tests {
                 .starts_with("services.web.volumes[0]: expected a volume string"),
             "{e}"
         );
+    }
+}
+
+/// A string that must be one of `allowed`.
+fn one_of(node: &Node<'_>, allowed: &[&str]) -> Result<String, ComposeError> {
+    let v = node.string()?;
+    if allowed.contains(&v.as_str()) {
+        Ok(v)
+    } else {
+        Err(node.invalid(format!("{v:?} is not one of {}", allowed.join(", "))))
     }
 }

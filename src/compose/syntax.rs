@@ -183,8 +183,8 @@ pub fn short_volume(spec: &str) -> Result<ShortVolume, String> {
         match mode {
             "ro" => v.read_only = true,
             "rw" => v.read_only = false,
-            "z" | "Z" => v.selinux = Some(mode.to_string()),
-            "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" if is_bind => {
+            m if SELINUX_LABELS.contains(&m) => v.selinux = Some(mode.to_string()),
+            m if is_bind && PROPAGATIONS.contains(&m) => {
                 v.propagation = Some(mode.to_string());
             }
             "nocopy" if !is_bind => v.nocopy = true,
@@ -299,6 +299,13 @@ const SIGRTMIN: i64 = 34;
 const SIGRTMAX: i64 = 64;
 
 /// Turns `SIGTERM`, `TERM`, `15` or `SIGRTMIN+3` into the signal number libpod expects.
+/// SELinux relabelling modes of a mount (`z` shared, `Z` private).
+pub const SELINUX_LABELS: &[&str] = &["z", "Z"];
+/// Bind propagation modes Podman accepts.
+pub const PROPAGATIONS: &[&str] = &[
+    "shared", "rshared", "slave", "rslave", "private", "rprivate",
+];
+
 pub fn signal_number(s: &str) -> Result<i64, String> {
     let t = s.trim();
     if let Ok(n) = t.parse::<i64>() {
