@@ -197,6 +197,16 @@ pub(super) fn tmpfs(v: &Node<'_>) -> Result<Vec<Mount>, ComposeError> {
     Ok(out)
 }
 
+/// A string that must be one of `allowed`.
+fn one_of(node: &Node<'_>, allowed: &[&str]) -> Result<String, ComposeError> {
+    let v = node.string()?;
+    if allowed.contains(&v.as_str()) {
+        Ok(v)
+    } else {
+        Err(node.invalid(format!("{v:?} is not one of {}", allowed.join(", "))))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 mod tests {
@@ -309,15 +319,5 @@ mod tests {
                 .starts_with("services.web.volumes[0]: expected a volume string"),
             "{e}"
         );
-    }
-}
-
-/// A string that must be one of `allowed`.
-fn one_of(node: &Node<'_>, allowed: &[&str]) -> Result<String, ComposeError> {
-    let v = node.string()?;
-    if allowed.contains(&v.as_str()) {
-        Ok(v)
-    } else {
-        Err(node.invalid(format!("{v:?} is not one of {}", allowed.join(", "))))
     }
 }
