@@ -114,6 +114,19 @@ pub struct ServiceSpec {
     pub init: bool,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    // Fields added after the first release are left out of the config hash while unset,
+    // so that upgrading margo-agent does not recreate containers that do not use them.
+    /// `host:container:permissions`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipc: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
     pub dns: Vec<String>,
     pub extra_hosts: Vec<String>,
     pub limits: Limits,
@@ -297,6 +310,11 @@ pub fn normalise(
                 init: s.init,
                 cap_add: s.cap_add.clone(),
                 cap_drop: s.cap_drop.clone(),
+                devices: s.devices.clone(),
+                security_opt: s.security_opt.clone(),
+                pid: s.pid.clone(),
+                ipc: s.ipc.clone(),
+                sysctls: s.sysctls.clone(),
                 dns: s.dns.clone(),
                 extra_hosts: s.extra_hosts.clone(),
                 limits: s.limits,

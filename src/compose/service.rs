@@ -149,6 +149,14 @@ pub struct Service {
     pub init: bool,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    /// `devices`, normalised to `host:container:permissions`.
+    pub devices: Vec<String>,
+    pub security_opt: Vec<String>,
+    /// `pid: host` (the only value besides unset that compose files use).
+    pub pid: Option<String>,
+    /// `ipc`: `host`, `private`, `shareable`, `service:x`.
+    pub ipc: Option<String>,
+    pub sysctls: BTreeMap<String, String>,
     pub dns: Vec<String>,
     /// `host:address` entries.
     pub extra_hosts: Vec<String>,

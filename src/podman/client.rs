@@ -395,6 +395,14 @@ impl Podman {
         Self::json("inspect container", id, &body)
     }
 
+    /// The whole inspect document, for callers that need fields `ContainerInspect` omits.
+    pub fn inspect_container_json(&mut self, id: &str) -> Result<serde_json::Value, PodmanError> {
+        let url = self.url(&format!("/containers/{}/json", query_escape(id)));
+        let resp = self.send("inspect container", id, "GET", &url, None)?;
+        let body = Self::expect("inspect container", id, resp, &[200])?;
+        Self::json("inspect container", id, &body)
+    }
+
     /// Whether a container of that name or id exists.
     pub fn container_exists(&mut self, name: &str) -> Result<bool, PodmanError> {
         self.exists("check container", "containers", name)
