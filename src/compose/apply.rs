@@ -8,19 +8,24 @@
 //! Podman only schedules them with systemd timers — within the component's timeout. A
 //! container that exits non-zero while starting fails the deployment with its last log lines.
 
+use super::health::HealthDriver;
 use super::libpod::{CreateContext, LABEL_PROJECT};
 use super::plan::{Action, ActualContainer, ActualNetwork, plan, plan_removal};
-use super::project::Project;
+use super::project::{Project, ServiceSpec};
+use super::service::{Condition, PullPolicy};
 use crate::journal;
 use crate::podman::{Podman, PodmanError, PullAuth};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// How long a container must stay up after its start to count as started when the component
 /// does not ask to wait.
 pub const SETTLE_TIME: Duration = Duration::from_millis(1500);
-/// Wait used when a component sets `wait` without `timeout`.
+/// Wait used when a component sets `wait` without `timeout`, and the bound on waiting for
+/// `depends_on` conditions when it does not ask to wait at all.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(300);
-/// Time between checks while waiting (and between driven healthchecks).
+/// Longest time between state checks while waiting (healthchecks run on their own cadence,
+/// see [`super::health`]).
 pub const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Log lines quoted in a failure message.
 pub const FAILURE_LOG_LINES: u32 = 10;
@@ -81,11 +86,73 @@ pub fn actual_containers(
             labels: c.labels,
             state: c.state,
             exit_code: Some(c.exit_code),
+            image_id: c.image_id,
+            started_before: c.started_at > 0,
         })
         .collect())
 }
 
-/// Converges `project`: pull what is missing, execute the plan, wait.
+/// Makes every image of the project present, by its `pull_policy`, and returns their IDs by
+/// reference.
+fn ensure_images(
+    podman: &mut Podman,
+    project: &Project,
+    images: &dyn ImageAccess,
+    report: &mut ApplyReport,
+    fields: &[(&str, &str)],
+) -> Result<BTreeMap<String, String>, ApplyError> {
+    let mut ids = BTreeMap::new();
+    for svc in &project.services {
+        if ids.contains_key(&svc.image) {
+            continue;
+        }
+        let present = podman.image_id(&svc.image)?;
+        let pull = match (svc.pull_policy, &present) {
+            (PullPolicy::Always, _) | (PullPolicy::Missing, None) => true,
+            (PullPolicy::Never, None) => {
+                return Err(ApplyError {
+                    code: "ERR_IMAGE_MISSING",
+                    podman_unavailable: false,
+                    message: format!(
+                        "service {:?}: image {:?} is not on the device and pull_policy is never",
+                        svc.name, svc.image
+                    ),
+                });
+            }
+            _ => false,
+        };
+        let id = if pull {
+            let host = registry_of(&svc.image);
+            journal::info(
+                &format!("pulling image {:?} for service {:?}", svc.image, svc.name),
+                fields,
+            );
+            podman
+                .pull_image(
+                    &svc.image,
+                    images.pull_auth(host).as_ref(),
+                    images.tls_verify(host),
+                )
+                .map_err(|e| ApplyError {
+                    code: "ERR_IMAGE_PULL",
+                    podman_unavailable: e.is_unavailable(),
+                    message: format!("service {:?}: {e}", svc.name),
+                })?;
+            report.pulled.push(svc.image.clone());
+            podman.image_id(&svc.image)?
+        } else {
+            present
+        };
+        if let Some(id) = id {
+            ids.insert(svc.image.clone(), id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Converges `project`: images present, then the plan executed in order — each service's
+/// `depends_on` conditions awaited before its container is created or started — then the
+/// wait. `wait`: the component's `wait` timeout, if it asks to wait.
 pub fn converge(
     podman: &mut Podman,
     project: &Project,
@@ -95,56 +162,58 @@ pub fn converge(
     fields: &[(&str, &str)],
 ) -> Result<ApplyReport, ApplyError> {
     let mut report = ApplyReport::default();
-    for svc in &project.services {
-        if podman.image_exists(&svc.image)? {
-            continue;
-        }
-        let host = registry_of(&svc.image);
-        journal::info(
-            &format!("pulling image {:?} for service {:?}", svc.image, svc.name),
-            fields,
-        );
-        podman
-            .pull_image(
-                &svc.image,
-                images.pull_auth(host).as_ref(),
-                images.tls_verify(host),
-            )
-            .map_err(|e| ApplyError {
-                code: "ERR_IMAGE_PULL",
-                podman_unavailable: e.is_unavailable(),
-                message: format!("service {:?}: {e}", svc.name),
-            })?;
-        report.pulled.push(svc.image.clone());
-    }
+    let mut ctx = ctx.clone();
+    ctx.image_ids = ensure_images(podman, project, images, &mut report, fields)?;
     let actual = actual_containers(podman, &project.name)?;
-    let the_plan = plan(project, ctx, &actual);
+    let the_plan = plan(project, &ctx, &actual);
+    let start = Instant::now();
+    let deadline = start
+        .checked_add(wait.unwrap_or(DEFAULT_WAIT_TIMEOUT))
+        .unwrap_or(start);
+    let mut health = HealthDriver::new();
+    let mut awaited = BTreeSet::new();
     let mut started = Vec::new();
     for action in &the_plan.actions {
+        match action {
+            Action::CreateContainer { service, .. }
+            | Action::StartContainer { service, .. }
+            | Action::RestartContainer { service, .. } => {
+                if awaited.insert(service.clone())
+                    && let Some(spec) = project.service(service)
+                {
+                    await_dependencies(podman, project, spec, &mut health, deadline, fields)?;
+                }
+            }
+            _ => {}
+        }
         journal::info(&format!("project {:?}: {action}", project.name), fields);
         match action {
             Action::CreateNetwork { name } => {
                 if !podman.network_exists(name)?
                     && let Some(n) = project.networks.iter().find(|n| &n.name == name)
                 {
-                    podman.create_network(name, &n.create_body(&project.name, ctx))?;
+                    podman.create_network(name, &n.create_body(&project.name, &ctx))?;
                 }
             }
             Action::CreateVolume { name } => {
                 if !podman.volume_exists(name)?
                     && let Some(v) = project.volumes.iter().find(|v| &v.name == name)
                 {
-                    podman.create_volume(name, &v.create_body(&project.name, ctx))?;
+                    podman.create_volume(name, &v.create_body(&project.name, &ctx))?;
                 }
             }
-            Action::RemoveContainer { id, .. } => podman.remove_container(id)?,
+            Action::RemoveContainer { id, name, .. } => {
+                podman.remove_container(id)?;
+                health.forget(name);
+            }
             Action::CreateContainer { service, container } => {
                 let Some(spec) = project.service(service) else {
                     continue;
                 };
                 create_bind_sources(spec, &project.working_dir)?;
+                check_name_free(podman, service, container)?;
                 podman
-                    .create_container(container, &spec.create_body(ctx))
+                    .create_container(container, &spec.create_body(&ctx))
                     .map_err(|e| ApplyError {
                         code: if matches!(e, PodmanError::Api { status: 404, .. }) {
                             "ERR_IMAGE_MISSING"
@@ -163,6 +232,22 @@ pub fn converge(
                         "service {service:?}: container {container:?} did not start: {e}"
                     ),
                 })?;
+                health.started(podman, container, Instant::now())?;
+                started.push((service.clone(), container.clone()));
+            }
+            Action::RestartContainer {
+                service, container, ..
+            } => {
+                podman
+                    .restart_container(container)
+                    .map_err(|e| ApplyError {
+                        code: "ERR_CONTAINER_START",
+                        podman_unavailable: e.is_unavailable(),
+                        message: format!(
+                            "service {service:?}: container {container:?} did not restart: {e}"
+                        ),
+                    })?;
+                health.started(podman, container, Instant::now())?;
                 started.push((service.clone(), container.clone()));
             }
             Action::RemoveNetwork { name } => podman.remove_network(name)?,
@@ -170,11 +255,150 @@ pub fn converge(
         report.actions.push(action.to_string());
     }
     match wait {
-        Some(timeout) => wait_ready(podman, project, timeout)?,
+        Some(timeout) => wait_ready(podman, project, &mut health, timeout, deadline)?,
         None if !started.is_empty() => settle(podman, &started)?,
         None => {}
     }
     Ok(report)
+}
+
+/// A container name taken by a container outside the project (another deployment, or one
+/// created by hand) is reported with its owner rather than as Podman's 500 name conflict.
+fn check_name_free(podman: &mut Podman, service: &str, container: &str) -> Result<(), ApplyError> {
+    if !podman.container_exists(container)? {
+        return Ok(());
+    }
+    let owner = podman
+        .inspect_container_json(container)
+        .ok()
+        .and_then(|v| {
+            let labels = v.get("Config")?.get("Labels")?;
+            let label = |k: &str| labels.get(k).and_then(|l| l.as_str()).map(str::to_string);
+            Some(match label(crate::reconcile::LABEL_DEPLOYMENT) {
+                Some(d) => format!("deployment {d:?}"),
+                None => match label(LABEL_PROJECT) {
+                    Some(p) => format!("compose project {p:?}"),
+                    None => "a container margo-agent does not manage".to_string(),
+                },
+            })
+        })
+        .unwrap_or_else(|| "another container".to_string());
+    Err(ApplyError {
+        code: "ERR_NAME_CONFLICT",
+        podman_unavailable: false,
+        message: format!(
+            "service {service:?}: container name {container:?} is already used by {owner}; container names must be unique on the device"
+        ),
+    })
+}
+
+/// Waits until every `depends_on` condition of `spec` holds: `service_healthy` (the
+/// dependency's healthcheck, driven by the agent, passes), `service_completed_successfully`
+/// (it exited 0); `service_started` holds once the dependency was started, which the plan's
+/// order guarantees. A dependency with `required: false` that fails is logged and skipped.
+fn await_dependencies(
+    podman: &mut Podman,
+    project: &Project,
+    spec: &ServiceSpec,
+    health: &mut HealthDriver,
+    deadline: Instant,
+    fields: &[(&str, &str)],
+) -> Result<(), ApplyError> {
+    for (dep, d) in &spec.depends_on {
+        if d.condition == Condition::ServiceStarted {
+            continue;
+        }
+        let Some(target) = project.service(dep) else {
+            continue;
+        };
+        match await_condition(podman, spec, target, d.condition, health, deadline) {
+            Ok(()) => {}
+            Err(e) if !d.required && !e.podman_unavailable => journal::warn(
+                &format!(
+                    "{}; starting {:?} anyway (required: false)",
+                    e.message, spec.name
+                ),
+                fields,
+            ),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn await_condition(
+    podman: &mut Podman,
+    spec: &ServiceSpec,
+    target: &ServiceSpec,
+    condition: Condition,
+    health: &mut HealthDriver,
+    deadline: Instant,
+) -> Result<(), ApplyError> {
+    let failed = |code: &'static str, why: String| ApplyError {
+        code,
+        podman_unavailable: false,
+        message: format!(
+            "service {:?}: depends_on {:?} ({}): {why}",
+            spec.name,
+            target.name,
+            condition.as_str()
+        ),
+    };
+    let container = &target.container_name;
+    loop {
+        let st = podman.inspect_container(container)?.state;
+        let now = Instant::now();
+        let exited = st.status == "exited" || st.status == "stopped";
+        match condition {
+            Condition::ServiceCompletedSuccessfully if exited => {
+                if st.exit_code == 0 {
+                    return Ok(());
+                }
+                let e = exited_error(podman, &target.name, container, st.exit_code);
+                return Err(failed("ERR_DEPENDENCY_FAILED", e.message));
+            }
+            Condition::ServiceHealthy if exited => {
+                let e = exited_error(podman, &target.name, container, st.exit_code);
+                return Err(failed("ERR_DEPENDENCY_FAILED", e.message));
+            }
+            Condition::ServiceHealthy if st.running => {
+                match health.status(podman, container, now)?.as_deref() {
+                    None => {
+                        return Err(failed(
+                            "ERR_DEPENDENCY_FAILED",
+                            format!("{:?} has no healthcheck", target.name),
+                        ));
+                    }
+                    Some("healthy") => return Ok(()),
+                    Some("unhealthy") => {
+                        return Err(failed(
+                            "ERR_DEPENDENCY_FAILED",
+                            format!("{:?} is unhealthy", target.name),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            _ => {}
+        }
+        if now >= deadline {
+            return Err(failed(
+                "ERR_HEALTH_TIMEOUT",
+                format!("still {} when the timeout ran out", st.status),
+            ));
+        }
+        sleep_until(health.next_due(), deadline);
+    }
+}
+
+/// Sleeps until the next due probe, at most [`WAIT_POLL_INTERVAL`], never past `deadline`.
+fn sleep_until(next_probe: Option<Instant>, deadline: Instant) {
+    let now = Instant::now();
+    let mut until = (now + WAIT_POLL_INTERVAL).min(deadline);
+    if let Some(p) = next_probe {
+        until = until.min(p.max(now + Duration::from_millis(50)));
+    }
+    std::thread::sleep(until.saturating_duration_since(now));
 }
 
 /// Creates missing bind sources, as compose does (`create_host_path`, its default), but only
@@ -280,13 +504,18 @@ fn settle(podman: &mut Podman, started: &[(String, String)]) -> Result<(), Apply
     Ok(())
 }
 
-/// With `wait`: every container running, and healthy where it has a healthcheck, before the
-/// deadline.
-fn wait_ready(podman: &mut Podman, project: &Project, timeout: Duration) -> Result<(), ApplyError> {
-    let start = Instant::now();
-    let deadline = start.checked_add(timeout).unwrap_or(start);
+/// With `wait`: every container running, and healthy where it has a healthcheck (its own or
+/// its image's), or exited 0 (a one-shot job), before the deadline.
+fn wait_ready(
+    podman: &mut Podman,
+    project: &Project,
+    health: &mut HealthDriver,
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<(), ApplyError> {
     loop {
         let mut pending = Vec::new();
+        let now = Instant::now();
         for svc in &project.services {
             let st = podman.inspect_container(&svc.container_name)?.state;
             if !st.running {
@@ -304,11 +533,9 @@ fn wait_ready(podman: &mut Podman, project: &Project, timeout: Duration) -> Resu
                 pending.push(format!("{} is {}", svc.name, st.status));
                 continue;
             }
-            if svc.healthcheck.is_some() {
-                let health = podman.run_healthcheck(&svc.container_name)?;
-                if health != "healthy" {
-                    pending.push(format!("{} is {health}", svc.name));
-                }
+            match health.status(podman, &svc.container_name, now)?.as_deref() {
+                None | Some("healthy") => {}
+                Some(other) => pending.push(format!("{} is {other}", svc.name)),
             }
         }
         if pending.is_empty() {
@@ -326,6 +553,6 @@ fn wait_ready(podman: &mut Podman, project: &Project, timeout: Duration) -> Resu
                 ),
             });
         }
-        std::thread::sleep(WAIT_POLL_INTERVAL);
+        sleep_until(health.next_due(), deadline);
     }
 }

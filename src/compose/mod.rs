@@ -56,6 +56,7 @@ pub mod apply;
 pub mod dotenv;
 pub mod error;
 pub mod file;
+pub mod health;
 pub mod interpolate;
 pub mod libpod;
 pub mod lifecycle;

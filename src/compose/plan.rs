@@ -15,26 +15,24 @@
 //!    ignore-if-exists). When nothing is created, they are left alone, so a second plan on
 //!    unchanged state is empty.
 //! 4. **Create and start**, in dependency order: missing containers are created and started.
-//!    An existing, unchanged container that is not running is started when its restart
-//!    policy says it should run:
-//!    - `created`/`configured`/`initialized` (never ran, e.g. an interrupted apply): start;
-//!    - `exited`/`stopped` with `always` or `unless-stopped`: start (Podman restarts only
-//!      `always` containers after a reboot);
-//!    - `exited`/`stopped` with `on-failure`: start when the exit code is not 0;
-//!    - `exited`/`stopped` with `no`: leave it (a finished one-shot job must not rerun);
-//!    - `running`, `paused`, `restarting`, `stopping` and unknown states: leave it.
-//!
-//! Dependents of a recreated service are **not** recreated in this first cut (docker
-//! compose does so only with `depends_on.restart: true`), with one exception: a service in
-//! `network_mode: service:<x>` is recreated with `x`, because its network namespace goes away
-//! with `x`'s container and Podman refuses to remove `x` while it is joined.
+//!    An existing, unchanged container that is not running is started, as `docker compose
+//!    up` does: a plan is made when the deployment changed (or to finish a failed apply), and
+//!    that is the moment every service of the project is brought up, including one a field
+//!    engineer stopped by hand and a one-shot job that already completed.
+//!    Between applies, the observation tick restores containers by the rules of
+//!    [`should_restore`] instead: restart policies, never a hand-stopped container.
+//! 5. **Dependents** of a recreated or restarted service are restarted when their
+//!    `depends_on` entry says `restart: true` (compose semantics), and otherwise left running.
+//!    A service in `network_mode: service:<x>` is always recreated with `x`, because its
+//!    network namespace goes away with `x`'s container and Podman refuses to remove `x`
+//!    while it is joined.
 //!
 //! Orphan networks (a network no longer used by the file) are not removed by [`plan`];
 //! [`plan_removal`] removes a whole project's containers and networks and keeps its named
 //! volumes (they hold the workload's data).
 
 use super::libpod::{
-    CreateContext, LABEL_CONFIG_HASH, LABEL_DEPENDS_ON, LABEL_IMAGE, LABEL_PROJECT, LABEL_SERVICE,
+    CreateContext, LABEL_CONFIG_HASH, LABEL_DEPENDS_ON, LABEL_PROJECT, LABEL_SERVICE,
 };
 use super::order::dependency_order;
 use super::project::{Project, ServiceNetwork};
@@ -52,6 +50,11 @@ pub struct ActualContainer {
     /// Podman's state: `running`, `exited`, `created`, `paused`, …
     pub state: String,
     pub exit_code: Option<i64>,
+    /// The ID of the image it runs (empty when unknown).
+    pub image_id: String,
+    /// Whether it ever ran: Podman resets a running container to `created` when it finds the
+    /// device rebooted, and only this tells such a container from one never started.
+    pub started_before: bool,
 }
 
 /// A network as Podman lists it (`GET /libpod/networks/json`).
@@ -109,6 +112,13 @@ pub enum Action {
     /// Start the service's container. Apply first waits for the conditions of its
     /// `depends_on` (healthy, completed) on the containers started before it.
     StartContainer { service: String, container: String },
+    /// Restart a kept container because a dependency it names with `restart: true` was
+    /// recreated or restarted.
+    RestartContainer {
+        service: String,
+        container: String,
+        dependency: String,
+    },
     /// Remove a network of the project.
     RemoveNetwork { name: String },
 }
@@ -125,6 +135,14 @@ impl fmt::Display for Action {
                 write!(f, "create container {container:?} for service {service:?}")
             }
             Action::StartContainer { container, .. } => write!(f, "start container {container:?}"),
+            Action::RestartContainer {
+                container,
+                dependency,
+                ..
+            } => write!(
+                f,
+                "restart container {container:?} (its dependency {dependency:?} was restarted)"
+            ),
             Action::RemoveNetwork { name } => write!(f, "remove network {name:?}"),
         }
     }
@@ -142,17 +160,40 @@ impl Plan {
     }
 }
 
-/// Whether a stopped, unchanged container should be started (see the module docs).
-fn should_start(state: &str, exit_code: Option<i64>, policy: RestartPolicy) -> bool {
+/// Whether an unchanged container that is not running is started by an apply (`up`).
+fn should_start(state: &str) -> bool {
+    !matches!(
+        state,
+        "running" | "paused" | "restarting" | "stopping" | "removing"
+    )
+}
+
+/// Whether the observation tick starts a container that is not running, by its restart
+/// policy, as the container engine's restart logic would after a reboot (Podman itself
+/// restarts only `always` containers, and only where `podman-restart.service` runs):
+/// - `created`/`configured`/`initialized` and never started: an interrupted apply: start;
+/// - `created`/`configured` but started before: Podman found the device rebooted and reset
+///   it; start unless the policy is `no` (`always`, `unless-stopped`, and `on-failure`,
+///   which had not failed: it was running);
+/// - `exited`/`stopped`: stopped by hand, or failed and given up by Podman: leave it, except
+///   `always` after a reboot (what `podman-restart.service` does);
+/// - anything else (running, paused, …): leave it.
+pub fn should_restore(
+    state: &str,
+    started_before: bool,
+    policy: RestartPolicy,
+    rebooted: bool,
+) -> bool {
     match state {
-        "created" | "configured" | "initialized" => true,
-        "exited" | "stopped" => match policy {
-            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
-            RestartPolicy::OnFailure => exit_code != Some(0),
-            RestartPolicy::No => false,
-        },
+        "created" | "configured" | "initialized" => !started_before || policy != RestartPolicy::No,
+        "exited" | "stopped" => rebooted && policy == RestartPolicy::Always,
         _ => false,
     }
+}
+
+/// An image ID without its algorithm prefix.
+fn bare_id(id: &str) -> &str {
+    id.strip_prefix("sha256:").unwrap_or(id)
 }
 
 fn remove(c: &ActualContainer, reason: RemoveReason) -> Action {
@@ -187,6 +228,8 @@ pub fn plan(desired: &Project, ctx: &CreateContext, actual: &[ActualContainer]) 
     let mut removals: Vec<Vec<Action>> = Vec::new();
     let mut steps = Vec::new();
     let mut recreated_containers = BTreeSet::new();
+    // Services whose container is created or restarted by this plan.
+    let mut restarted_services: BTreeSet<&str> = BTreeSet::new();
     for spec in &desired.services {
         let hash = spec.config_hash(ctx);
         let known_image = ctx.image_ids.get(&spec.image);
@@ -204,7 +247,9 @@ pub fn plan(desired: &Project, ctx: &CreateContext, actual: &[ActualContainer]) 
                 RemoveReason::Duplicate
             } else if c.labels.get(LABEL_CONFIG_HASH) != Some(&hash) {
                 RemoveReason::ConfigChanged
-            } else if known_image.is_some_and(|id| c.labels.get(LABEL_IMAGE) != Some(id)) {
+            } else if known_image
+                .is_some_and(|id| !c.image_id.is_empty() && bare_id(&c.image_id) != bare_id(id))
+            {
                 RemoveReason::ImageChanged
             } else if provider_recreated {
                 RemoveReason::NetworkProviderRecreated
@@ -218,14 +263,27 @@ pub fn plan(desired: &Project, ctx: &CreateContext, actual: &[ActualContainer]) 
         let container = spec.container_name.clone();
         match keep {
             Some(c) => {
-                if should_start(&c.state, c.exit_code, spec.restart.policy) {
+                let restart_for = spec
+                    .depends_on
+                    .iter()
+                    .find(|(dep, d)| d.restart && restarted_services.contains(dep.as_str()))
+                    .map(|(dep, _)| dep.clone());
+                if should_start(&c.state) {
                     steps.push(Action::StartContainer {
                         service: spec.name.clone(),
                         container,
                     });
+                } else if let Some(dependency) = restart_for {
+                    restarted_services.insert(spec.name.as_str());
+                    steps.push(Action::RestartContainer {
+                        service: spec.name.clone(),
+                        container,
+                        dependency,
+                    });
                 }
             }
             None => {
+                restarted_services.insert(spec.name.as_str());
                 recreated_containers.insert(container.clone());
                 steps.push(Action::CreateContainer {
                     service: spec.name.clone(),
@@ -349,6 +407,8 @@ volumes: {data: }
             labels: spec.container_labels(c),
             state: "running".into(),
             exit_code: None,
+            image_id: c.image_ids.get(&spec.image).cloned().unwrap_or_default(),
+            started_before: true,
         }
     }
 
@@ -367,7 +427,8 @@ volumes: {data: }
                     created.state = "created".into();
                     actual.push(created);
                 }
-                Action::StartContainer { container, .. } => {
+                Action::StartContainer { container, .. }
+                | Action::RestartContainer { container, .. } => {
                     for x in actual.iter_mut().filter(|x| &x.name == container) {
                         x.state = "running".into();
                     }
@@ -501,15 +562,14 @@ volumes: {data: }
     }
 
     #[test]
-    fn starts_stopped_containers_only_when_their_restart_policy_says_so() {
+    fn an_apply_starts_every_unchanged_container_that_is_not_running() {
         let cases = [
             // (restart, state, exit code, started?)
             ("always", "exited", Some(0), true),
             ("unless-stopped", "exited", Some(137), true),
             ("on-failure", "exited", Some(1), true),
-            ("on-failure", "exited", Some(0), false),
-            ("'no'", "exited", Some(0), false),
-            ("'no'", "exited", Some(1), false),
+            ("on-failure", "exited", Some(0), true),
+            ("'no'", "exited", Some(0), true),
             ("'no'", "created", None, true),
             ("always", "running", None, false),
             ("always", "paused", None, false),
@@ -535,6 +595,66 @@ volumes: {data: }
                 "restart {restart}, {state} {exit_code:?}"
             );
         }
+    }
+
+    #[test]
+    fn restores_by_restart_policy_between_applies() {
+        use RestartPolicy::{Always, No, OnFailure, UnlessStopped};
+        // (state, started before, policy, rebooted, restored?)
+        let cases = [
+            // reset to created by a reboot: it was running
+            ("created", true, Always, true, true),
+            ("created", true, UnlessStopped, false, true),
+            ("configured", true, OnFailure, true, true),
+            ("created", true, No, true, false),
+            // never started: an interrupted apply
+            ("created", false, No, false, true),
+            // exited: by hand, or given up by Podman
+            ("exited", true, UnlessStopped, true, false),
+            ("exited", true, OnFailure, true, false),
+            ("exited", true, Always, false, false),
+            ("exited", true, Always, true, true),
+            ("stopped", true, No, true, false),
+            ("running", true, Always, true, false),
+            ("paused", true, Always, true, false),
+        ];
+        for (state, before, policy, rebooted, expected) in cases {
+            assert_eq!(
+                should_restore(state, before, policy, rebooted),
+                expected,
+                "{state} started_before={before} {policy:?} rebooted={rebooted}"
+            );
+        }
+    }
+
+    #[test]
+    fn restarts_dependents_only_with_restart_true() {
+        let yaml = |tag: &str| {
+            format!(
+                "services:
+  db: {{image: 'db:{tag}'}}
+  api: {{image: api, depends_on: {{db: {{condition: service_started, restart: true}}}}}}
+  web: {{image: web, depends_on: [db]}}
+"
+            )
+        };
+        let c = ctx();
+        let p1 = from_yaml(&yaml("1"));
+        let actual = apply(&p1, &c, &plan(&p1, &c, &[]), Vec::new());
+        let p2 = from_yaml(&yaml("2"));
+        let update = plan(&p2, &c, &actual);
+        assert_eq!(
+            render(&update),
+            [
+                "remove container \"demo-db-1\" (configuration changed)",
+                "create network \"demo_default\"",
+                "create container \"demo-db-1\" for service \"db\"",
+                "start container \"demo-db-1\"",
+                "restart container \"demo-api-1\" (its dependency \"db\" was restarted)",
+            ]
+        );
+        let after = apply(&p2, &c, &update, actual);
+        assert!(plan(&p2, &c, &after).is_empty());
     }
 
     #[test]
@@ -565,6 +685,8 @@ volumes: {data: }
             labels: BTreeMap::new(),
             state: "running".into(),
             exit_code: None,
+            image_id: String::new(),
+            started_before: true,
         };
         let plan = plan(&p, &c, &[foreign, unlabelled]);
         assert!(
@@ -585,6 +707,8 @@ volumes: {data: }
             labels: BTreeMap::from([(LABEL_PROJECT.to_string(), "demo".to_string())]),
             state: "exited".into(),
             exit_code: Some(0),
+            image_id: String::new(),
+            started_before: true,
         };
         let plan = plan(&p, &c, &[running(&p, "web", &c), stray]);
         assert_eq!(

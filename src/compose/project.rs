@@ -252,6 +252,7 @@ pub fn normalise(
                 depends_on.entry(target.clone()).or_insert(Dependency {
                     condition: Condition::ServiceStarted,
                     required: true,
+                    restart: false,
                 });
                 ServiceNetwork::Container(other.clone())
             }

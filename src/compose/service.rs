@@ -87,6 +87,8 @@ pub struct Dependency {
     pub condition: Condition,
     /// `required: false` turns a failed dependency into a warning.
     pub required: bool,
+    /// `restart: true`: restart this service when the dependency is recreated or restarted.
+    pub restart: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -411,6 +413,7 @@ fn depends_on(v: &Node<'_>) -> Result<BTreeMap<String, Dependency>, ComposeError
     let started = Dependency {
         condition: Condition::ServiceStarted,
         required: true,
+        restart: false,
     };
     let mut out = BTreeMap::new();
     if let serde_json::Value::Array(_) = v.value {
@@ -433,7 +436,7 @@ fn depends_on(v: &Node<'_>) -> Result<BTreeMap<String, Dependency>, ComposeError
                 }
                 "required" => dep.required = e.bool()?,
                 // Restarting dependents when a dependency is updated: see plan.rs.
-                "restart" => drop(e.bool()?),
+                "restart" => dep.restart = e.bool()?,
                 _ => return Err(e.invalid("unknown key; expected condition, required, restart")),
             }
         }
@@ -672,7 +675,8 @@ mod tests {
             s.depends_on["db"],
             Dependency {
                 condition: Condition::ServiceStarted,
-                required: true
+                required: true,
+                restart: false
             }
         );
         let s = ok(
@@ -682,7 +686,8 @@ mod tests {
             s.depends_on["db"],
             Dependency {
                 condition: Condition::ServiceCompletedSuccessfully,
-                required: false
+                required: false,
+                restart: true
             }
         );
         let e = err("image: x\ndepends_on: {db: {condition: service_ready}}");

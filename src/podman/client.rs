@@ -84,6 +84,12 @@ pub struct ContainerSummary {
     pub image: String,
     #[serde(rename = "ImageID", default)]
     pub image_id: String,
+    /// Unix seconds; negative (year 1) for a container never started.
+    #[serde(rename = "StartedAt", default)]
+    pub started_at: i64,
+    /// The health status (`starting`, `healthy`, `unhealthy`), empty without a healthcheck.
+    #[serde(rename = "Status", default)]
+    pub health: String,
 }
 
 impl ContainerSummary {
@@ -101,6 +107,52 @@ pub struct ContainerInspect {
     pub name: String,
     #[serde(rename = "State")]
     pub state: InspectState,
+    #[serde(rename = "Config", default)]
+    pub config: InspectConfig,
+    #[serde(rename = "HostConfig", default)]
+    pub host_config: InspectHostConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InspectConfig {
+    #[serde(rename = "Healthcheck", default)]
+    pub healthcheck: Option<HealthConfig>,
+}
+
+/// A healthcheck as Podman stores it (durations in nanoseconds).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct HealthConfig {
+    #[serde(rename = "Test", default)]
+    pub test: Vec<String>,
+    #[serde(rename = "Interval", default)]
+    pub interval: i64,
+    #[serde(rename = "Timeout", default)]
+    pub timeout: i64,
+    #[serde(rename = "StartPeriod", default)]
+    pub start_period: i64,
+    #[serde(rename = "Retries", default)]
+    pub retries: i64,
+}
+
+impl HealthConfig {
+    /// Whether it checks anything (`["NONE"]` and an empty test disable it).
+    pub fn enabled(&self) -> bool {
+        !matches!(self.test.first().map(String::as_str), None | Some("NONE"))
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InspectHostConfig {
+    #[serde(rename = "RestartPolicy", default)]
+    pub restart_policy: Option<RestartPolicyInspect>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RestartPolicyInspect {
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "MaximumRetryCount", default)]
+    pub maximum_retry_count: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -430,6 +482,36 @@ impl Podman {
         let url = self.url(&format!("/containers/{}/start", query_escape(id)));
         let resp = self.send("start container", id, "POST", &url, None)?;
         Self::expect("start container", id, resp, &[204, 304]).map(drop)
+    }
+
+    /// Restarts a container (stop with the grace time, then start).
+    pub fn restart_container(&mut self, id: &str) -> Result<(), PodmanError> {
+        let grace = self.timeouts.stop.as_secs();
+        let url = self.url(&format!(
+            "/containers/{}/restart?t={grace}",
+            query_escape(id)
+        ));
+        let deadline = self.timeouts.call + self.timeouts.stop;
+        let resp = self.send_with("restart container", id, "POST", &url, None, &[], deadline)?;
+        Self::expect("restart container", id, resp, &[204]).map(drop)
+    }
+
+    /// The ID of a local image, `None` when it is not present.
+    pub fn image_id(&mut self, reference: &str) -> Result<Option<String>, PodmanError> {
+        #[derive(Deserialize)]
+        struct Image {
+            #[serde(rename = "Id")]
+            id: String,
+        }
+        let url = self.url(&format!("/images/{}/json", query_escape(reference)));
+        let resp = self.send("inspect image", reference, "GET", &url, None)?;
+        if resp.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        let body = Self::expect("inspect image", reference, resp, &[200])?;
+        Ok(Some(
+            Self::json::<Image>("inspect image", reference, &body)?.id,
+        ))
     }
 
     /// Removes a container (stopping it first, forcefully after the grace time) and its
