@@ -213,6 +213,9 @@ pub fn status_table(state: &State) -> String {
         row(&mut out, id, "", d.phase.as_str(), &d.error);
         for (name, c) in &d.components {
             row(&mut out, "", name, c.phase.as_str(), &c.error);
+            for p in &c.problems {
+                out.push_str(&format!("{:<38} {:<24} {:<11} {p}\n", "", "", "observed"));
+            }
         }
     }
     out
@@ -237,6 +240,7 @@ mod tests {
                 phase: Phase::Failed,
                 project: "web-1234abcd".into(),
                 error: Some(Failure::new("ERR_IMAGE_PULL", "pulling image x failed")),
+                problems: vec!["service \"db\": unhealthy".into()],
             },
         );
         s.deployments.insert(
@@ -258,6 +262,7 @@ mod tests {
         assert!(t.contains("web"), "{t}");
         assert!(t.contains("Failed"), "{t}");
         assert!(t.contains("ERR_IMAGE_PULL: pulling image x failed"), "{t}");
+        assert!(t.contains("observed    service \"db\": unhealthy"), "{t}");
         assert!(status_table(&State::default()).contains("no deployments"));
     }
 

@@ -147,6 +147,11 @@ pub struct Podman {
     /// Grace time given to a container to stop before it is killed.
     #[serde(deserialize_with = "duration")]
     pub stop_timeout: Duration,
+    /// How often running workloads are looked at between applies: containers restored after
+    /// a reboot or a Podman outage, healthchecks run (each on its own interval, checked at
+    /// this granularity), problems recorded in the status.
+    #[serde(deserialize_with = "duration")]
+    pub observe_interval: Duration,
 }
 
 impl Default for Podman {
@@ -156,6 +161,7 @@ impl Default for Podman {
             call_timeout: Duration::from_secs(60),
             pull_timeout: Duration::from_secs(15 * 60),
             stop_timeout: Duration::from_secs(10),
+            observe_interval: Duration::from_secs(30),
         }
     }
 }

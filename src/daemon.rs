@@ -1,8 +1,8 @@
 //! The single-threaded loop: `run` and `run --once`.
 //!
-//! One OS thread. Timed jobs — poll the desired state, ping the watchdog — each have a next
-//! deadline; between them the loop sleeps on a socket that signal handlers write to
-//! (signal-hook's self-pipe), so a signal wakes it at once and no handler runs agent code.
+//! One OS thread. Timed jobs — poll the desired state, observe the workloads (restore after
+//! a reboot, run healthchecks), ping the watchdog — each have a next deadline; between them
+//! the loop sleeps on a socket that signal handlers write to (signal-hook's self-pipe), so a signal wakes it at once and no handler runs agent code.
 //! SIGTERM/SIGINT stop cleanly after the current pass, SIGHUP reloads the config, SIGUSR1
 //! polls now. Every I/O call below has its own deadline, so no job can hang the loop.
 //!
@@ -116,6 +116,7 @@ pub fn run_once(config: Config) -> u8 {
         Ok(a) => a,
         Err(code) => return code,
     };
+    agent.observe();
     let outcome = agent.reconcile();
     outcome.exit_code()
 }
@@ -141,6 +142,9 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
     let mut failures: u32 = 0;
     let mut next_poll = Instant::now();
     let mut next_ping = Instant::now();
+    // The first observation runs before the first poll: after a reboot, workloads are
+    // restored even when the desired-state source is out of reach.
+    let mut next_observe = Instant::now();
     loop {
         if signals.stop.swap(false, Ordering::Relaxed) {
             journal::notice("stopping on signal; workloads keep running", &[]);
@@ -172,6 +176,10 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
             journal::notify("WATCHDOG=1");
             next_ping = now + w;
         }
+        if now >= next_observe {
+            agent.observe();
+            next_observe = agent.next_observation(Instant::now());
+        }
         if now >= next_poll {
             let outcome = agent.reconcile();
             failures = match outcome {
@@ -186,7 +194,7 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
                 + next_poll_delay(ds.poll_interval, ds.retry_max, failures)
                 + jitter(ds.poll_jitter);
         }
-        let mut wake_at = next_poll;
+        let mut wake_at = next_poll.min(next_observe);
         if watchdog.is_some() {
             wake_at = wake_at.min(next_ping);
         }

@@ -18,6 +18,7 @@
 //! desired state no longer names are removed all the same.
 
 use crate::compose::apply::{self, ImageAccess};
+use crate::compose::health::HealthDriver;
 use crate::compose::libpod::CreateContext;
 use crate::config::Config;
 use crate::daemon::exit;
@@ -104,6 +105,22 @@ pub struct Agent {
     state: State,
     podman: Option<Podman>,
     last_source_error: Option<String>,
+    /// Set while Podman is unreachable from the observation tick (logged once).
+    podman_outage: Option<String>,
+    /// The device rebooted since the agent last ran: the first observation restores
+    /// `always` containers that are stopped, as `podman-restart.service` would.
+    rebooted: bool,
+    health: HealthDriver,
+}
+
+/// The kernel's id of this boot (`MARGO_AGENT_BOOT_ID` overrides it, for tests that simulate
+/// a reboot).
+fn boot_id() -> String {
+    std::env::var("MARGO_AGENT_BOOT_ID")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn now_unix() -> u64 {
@@ -140,6 +157,16 @@ impl Agent {
             );
         }
         state.source.reference = reference.to_string();
+        let boot = boot_id();
+        let rebooted = !state.boot_id.is_empty() && !boot.is_empty() && state.boot_id != boot;
+        if rebooted {
+            journal::notice(
+                "the device rebooted since margo-agent last ran; containers are restored by their restart policies",
+                &[],
+            );
+        }
+        let boot_changed = state.boot_id != boot;
+        state.boot_id = boot;
         let device_id = config.device_id();
         journal::info(
             &format!(
@@ -148,7 +175,7 @@ impl Agent {
             ),
             &[],
         );
-        Ok(Agent {
+        let mut agent = Agent {
             source: OciSource::new(reference),
             device_id,
             oci,
@@ -156,8 +183,17 @@ impl Agent {
             state,
             podman: None,
             last_source_error: None,
+            podman_outage: None,
+            rebooted,
+            health: HealthDriver::new(),
             config,
-        })
+        };
+        if boot_changed {
+            // A failed write is logged; the next boot then counts as a reboot again, which
+            // only restores what the restart policies want running anyway.
+            let _ = agent.save();
+        }
+        Ok(agent)
     }
 
     fn registry_client(config: &Config) -> Result<OciClient, String> {
@@ -458,6 +494,7 @@ impl Agent {
                         phase: Phase::Pending,
                         project: dep.project_name(&c.name),
                         error: None,
+                        problems: Vec::new(),
                     },
                 )
             })
@@ -631,6 +668,122 @@ impl Agent {
 
     /// Removes deployments that the desired state no longer names: those in the state file
     /// and those Podman runs for this device (found by label).
+    /// The observation tick (see `compose::observe`): restores containers of installed
+    /// deployments after a reboot or an engine restart, runs due healthchecks, and records
+    /// problems in the status. Quiet while nothing changes; a Podman outage is logged once.
+    pub fn observe(&mut self) {
+        if self.podman.is_none() {
+            let p = &self.config.podman;
+            let timeouts = Timeouts {
+                call: p.call_timeout,
+                pull: p.pull_timeout,
+                stop: p.stop_timeout,
+            };
+            match Podman::connect(&p.socket, timeouts) {
+                Ok(podman) => self.podman = Some(podman),
+                Err(e) => {
+                    let msg = e.to_string();
+                    if self.podman_outage.as_deref() != Some(msg.as_str()) {
+                        journal::warn(
+                            &format!("{msg}; workloads are looked at again once Podman is back"),
+                            &[("ERROR_CODE", e.code())],
+                        );
+                        self.podman_outage = Some(msg);
+                    }
+                    return;
+                }
+            }
+        }
+        // Only deployments the agent installed: the others are the apply's business.
+        let installed: BTreeSet<String> = self
+            .state
+            .deployments
+            .iter()
+            .filter(|(_, r)| r.phase == Phase::Installed)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let Some(podman) = self.podman.as_mut() else {
+            return;
+        };
+        let result = podman
+            .list_containers(&[
+                (LABEL_MANAGED_BY, MANAGED_BY),
+                (LABEL_DEVICE, self.device_id.as_str()),
+            ])
+            .and_then(|all| {
+                let ours: Vec<_> = all
+                    .into_iter()
+                    .filter(|c| {
+                        c.labels
+                            .get(LABEL_DEPLOYMENT)
+                            .is_some_and(|d| installed.contains(d))
+                    })
+                    .collect();
+                crate::compose::observe::observe(podman, &ours, &mut self.health, self.rebooted)
+            });
+        let observation = match result {
+            Ok(o) => o,
+            Err(e) => {
+                if e.is_unavailable() {
+                    self.podman = None;
+                }
+                let msg = e.to_string();
+                if self.podman_outage.as_deref() != Some(msg.as_str()) {
+                    journal::warn(
+                        &format!("{msg}; workloads are looked at again on the next tick"),
+                        &[("ERROR_CODE", e.code())],
+                    );
+                    self.podman_outage = Some(msg);
+                }
+                return;
+            }
+        };
+        if self.podman_outage.take().is_some() {
+            journal::notice("Podman reachable again", &[]);
+        }
+        self.rebooted = false;
+        let mut changed = false;
+        for (id, record) in self.state.deployments.iter_mut() {
+            if record.phase != Phase::Installed {
+                continue;
+            }
+            for (name, c) in record.components.iter_mut() {
+                let now = observation
+                    .problems
+                    .get(&c.project)
+                    .cloned()
+                    .unwrap_or_default();
+                if now == c.problems {
+                    continue;
+                }
+                let fields = [("DEPLOYMENT_ID", id.as_str()), ("COMPONENT", name.as_str())];
+                if now.is_empty() {
+                    journal::notice(
+                        &format!("deployment {id:?} component {name:?}: workloads healthy again"),
+                        &fields,
+                    );
+                } else {
+                    journal::warn(
+                        &format!("deployment {id:?} component {name:?}: {}", now.join("; ")),
+                        &fields,
+                    );
+                }
+                c.problems = now;
+                changed = true;
+            }
+        }
+        if changed {
+            let _ = self.save();
+        }
+    }
+
+    /// When the observation tick wants to run next: its interval, or earlier when a
+    /// healthcheck is due.
+    pub fn next_observation(&self, last: std::time::Instant) -> std::time::Instant {
+        let tick = last + self.config.podman.observe_interval;
+        self.health.next_due().map_or(tick, |due| due.min(tick))
+    }
+
     fn remove_undesired(&mut self, wanted: &BTreeSet<&str>) -> Result<usize, apply::ApplyError> {
         let mut projects: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (id, r) in &self.state.deployments {

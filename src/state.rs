@@ -119,6 +119,10 @@ pub struct ComponentRecord {
     pub project: String,
     #[serde(default)]
     pub error: Option<Failure>,
+    /// What the observation tick last saw wrong with its running containers
+    /// (`service "db": unhealthy`, `service "job": exited with code 1`); empty when healthy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// One ApplicationDeployment as applied.
@@ -149,6 +153,10 @@ pub struct State {
     /// Keyed by deployment id.
     #[serde(default)]
     pub deployments: BTreeMap<String, DeploymentRecord>,
+    /// The kernel's boot id when the agent last ran: a different one means the device
+    /// rebooted, and containers are restored as the engine's restart logic would.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub boot_id: String,
 }
 
 impl Default for State {
@@ -157,6 +165,7 @@ impl Default for State {
             schema: STATE_SCHEMA,
             source: SourceState::default(),
             deployments: BTreeMap::new(),
+            boot_id: String::new(),
         }
     }
 }

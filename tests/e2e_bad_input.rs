@@ -62,9 +62,10 @@ fn fixture(name: &str) -> PathBuf {
 /// Container name → (ID, state, start time): what "untouched" compares.
 type Snapshot = BTreeMap<String, (String, String, i64)>;
 
-fn snapshot(dev: &Device) -> Snapshot {
+/// The containers of deployment `dep_id`.
+fn snapshot(dep_id: &str) -> Snapshot {
     Bed::get()
-        .containers("org.margo.device-id", &dev.name)
+        .containers("org.margo.deployment-id", dep_id)
         .into_iter()
         .map(|c| {
             let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
@@ -110,7 +111,7 @@ impl Running {
             "{device}: the good deployment did not converge:\n{log}"
         );
         assert_eq!(run.page(Duration::from_secs(20)).as_deref(), Some(WEB_PAGE));
-        let before = snapshot(&run.dev);
+        let before = snapshot(&run.dep_id);
         assert_eq!(before.len(), 1, "{before:?}");
         assert!(before.values().all(|(_, state, _)| state == "running"));
         run.before = before;
@@ -162,7 +163,7 @@ impl Running {
 
     fn assert_untouched(&self, check: &str) {
         assert_eq!(
-            snapshot(&self.dev),
+            snapshot(&self.dep_id),
             self.before,
             "{check}: the running workload was touched"
         );
@@ -729,5 +730,70 @@ fn check_config_names_an_unknown_key() {
         let line = assert_one_problem(check, (code, &log), 3, &[key, at, path]);
         // Named once: no source snippet flattened into the line.
         assert_eq!(line.matches(key).count(), 1, "{check}: {line}");
+    }
+}
+
+/// A second deployment whose compose file fails only when it runs: the failure names the
+/// service and what went wrong, the first deployment keeps running untouched.
+#[test]
+fn fails_compose_runtime_problems_and_leaves_other_deployments_alone() {
+    let run = Running::start("bad-runtime", "kiosk", &[]);
+    let dev = &run.dev;
+    let image = Bed::get().image();
+    let taken = run.before.keys().next().cloned().unwrap_or_default();
+    let cases: [(&str, String, &str, Vec<&str>); 5] = [
+        (
+            "a container that exits 1 at start",
+            format!(
+                "services:\n  job:\n    image: {image}\n    command: [sh, -c, 'echo boom-at-start; exit 1']\n"
+            ),
+            "ERR_CONTAINER_EXITED",
+            vec!["service \"job\"", "exited with code 1", "boom-at-start"],
+        ),
+        (
+            "service_healthy on a service without a healthcheck",
+            format!(
+                "services:\n  db:\n    image: {image}\n    command: [sleep, '300']\n  app:\n    image: {image}\n    command: [sleep, '300']\n    depends_on:\n      db: {{condition: service_healthy}}\n"
+            ),
+            "ERR_DEPENDENCY_FAILED",
+            vec!["service \"app\"", "depends_on \"db\"", "has no healthcheck"],
+        ),
+        (
+            "a healthcheck that never passes",
+            format!(
+                "services:\n  db:\n    image: {image}\n    command: [sleep, '300']\n    healthcheck: {{test: [CMD, 'false'], interval: 1s, retries: 2}}\n"
+            ),
+            "ERR_UNHEALTHY",
+            vec!["service \"db\"", "unhealthy"],
+        ),
+        (
+            "a container name another deployment uses",
+            format!(
+                "services:\n  dup:\n    image: {image}\n    container_name: {taken}\n    command: [sleep, '300']\n"
+            ),
+            "ERR_NAME_CONFLICT",
+            vec!["service \"dup\"", &taken, "bad-runtime-d1"],
+        ),
+        (
+            "an env_file missing from the package",
+            format!(
+                "services:\n  app:\n    image: {image}\n    command: [sleep, '300']\n    env_file: [missing.env]\n"
+            ),
+            "ERR_COMPOSE_INVALID",
+            vec!["services.app.env_file", "missing.env"],
+        ),
+    ];
+    let second = "bad-runtime-d2";
+    for (i, (check, compose, code, needles)) in cases.iter().enumerate() {
+        let revision = format!("2.0.{i}");
+        let repo = dev.publish_package("broken", compose, &revision);
+        let bad =
+            deployment(second, "broken", &repo, &revision).replace("timeout: 60s", "timeout: 20s");
+        run.publish(&[&run.good_doc(), &bad], &[]);
+        let status = run.expect_failed(check, second, code, needles);
+        assert_eq!(
+            status["deployments"][&run.dep_id]["phase"], "Installed",
+            "{check}: {status}"
+        );
     }
 }

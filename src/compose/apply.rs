@@ -1,12 +1,14 @@
 //! Apply: executes a [`Plan`](super::plan::Plan) through Podman, then waits for the result.
 //!
-//! Order: images present (pulled through Podman with the configured registry credentials when
-//! missing), then the plan's steps in order (networks and volumes, removals, creates, starts),
-//! then the wait. Without `wait`, a deployment is Installed once each container is running a
-//! moment after its start; with `wait`, every container must be running — and healthy where
-//! it has a healthcheck, which the agent runs itself through the libpod endpoint because
-//! Podman only schedules them with systemd timers — within the component's timeout. A
-//! container that exits non-zero while starting fails the deployment with its last log lines.
+//! Order: images present by `pull_policy` (pulled through Podman with the configured registry
+//! credentials), then the plan's steps in order (networks and volumes, removals, creates,
+//! starts) — before a service's container is created or started, its `depends_on` conditions
+//! are awaited (`service_healthy`, `service_completed_successfully`) — then the wait. Without
+//! `wait`, a deployment is Installed once each started container is still up a moment after
+//! the last start; with `wait`, every container must also be running — and healthy where it
+//! has a healthcheck, which the agent runs itself (see [`super::health`]) — within the
+//! component's timeout. A container that exits non-zero while starting, or turns unhealthy,
+//! fails the deployment with its last log lines or check output.
 
 use super::health::HealthDriver;
 use super::libpod::{CreateContext, LABEL_PROJECT};
@@ -173,6 +175,7 @@ pub fn converge(
     let mut health = HealthDriver::new();
     let mut awaited = BTreeSet::new();
     let mut started = Vec::new();
+    let mut last_start = None;
     for action in &the_plan.actions {
         match action {
             Action::CreateContainer { service, .. }
@@ -234,6 +237,7 @@ pub fn converge(
                 })?;
                 health.started(podman, container, Instant::now())?;
                 started.push((service.clone(), container.clone()));
+                last_start = Some(Instant::now());
             }
             Action::RestartContainer {
                 service, container, ..
@@ -249,15 +253,19 @@ pub fn converge(
                     })?;
                 health.started(podman, container, Instant::now())?;
                 started.push((service.clone(), container.clone()));
+                last_start = Some(Instant::now());
             }
             Action::RemoveNetwork { name } => podman.remove_network(name)?,
         }
         report.actions.push(action.to_string());
     }
-    match wait {
-        Some(timeout) => wait_ready(podman, project, &mut health, timeout, deadline)?,
-        None if !started.is_empty() => settle(podman, &started)?,
-        None => {}
+    if let Some(timeout) = wait {
+        wait_ready(podman, project, &mut health, timeout, deadline)?;
+    }
+    // Ready (or not asked to wait) is not enough: a container that exits right after its
+    // start would look running to a check made in that instant.
+    if let Some(last) = last_start {
+        settle(podman, &started, last)?;
     }
     Ok(report)
 }
@@ -491,10 +499,38 @@ fn exited_error(podman: &mut Podman, service: &str, container: &str, code: i64) 
     }
 }
 
-/// Without `wait`: each started container must still be running (or have exited 0) a moment
-/// after its start.
-fn settle(podman: &mut Podman, started: &[(String, String)]) -> Result<(), ApplyError> {
-    std::thread::sleep(SETTLE_TIME);
+/// A container whose healthcheck failed `retries` times in a row, with the check's last
+/// output (bounded).
+fn unhealthy_error(podman: &mut Podman, service: &str, container: &str) -> ApplyError {
+    let last = podman
+        .inspect_container_json(container)
+        .ok()
+        .and_then(|v| {
+            let log = v.get("State")?.get("Health")?.get("Log")?.as_array()?;
+            let output = log.last()?.get("Output")?.as_str()?.trim().to_string();
+            Some(output)
+        })
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let cut: String = o.chars().take(400).collect();
+            format!("; last check output: {}", cut.replace('\n', " | "))
+        })
+        .unwrap_or_default();
+    ApplyError {
+        code: "ERR_UNHEALTHY",
+        podman_unavailable: false,
+        message: format!("service {service:?}: container {container:?} is unhealthy{last}"),
+    }
+}
+
+/// Each started container must still be running (or have exited 0) [`SETTLE_TIME`] after the
+/// last start.
+fn settle(
+    podman: &mut Podman,
+    started: &[(String, String)],
+    last_start: Instant,
+) -> Result<(), ApplyError> {
+    std::thread::sleep(SETTLE_TIME.saturating_sub(last_start.elapsed()));
     for (service, container) in started {
         let st = podman.inspect_container(container)?.state;
         if !st.running && st.exit_code != 0 {
@@ -535,6 +571,9 @@ fn wait_ready(
             }
             match health.status(podman, &svc.container_name, now)?.as_deref() {
                 None | Some("healthy") => {}
+                Some("unhealthy") => {
+                    return Err(unhealthy_error(podman, &svc.name, &svc.container_name));
+                }
                 Some(other) => pending.push(format!("{} is {other}", svc.name)),
             }
         }

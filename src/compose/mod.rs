@@ -61,6 +61,7 @@ pub mod interpolate;
 pub mod libpod;
 pub mod lifecycle;
 pub mod mounts;
+pub mod observe;
 pub mod order;
 pub mod paths;
 pub mod plan;

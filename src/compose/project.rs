@@ -498,8 +498,14 @@ fn environment(
     for (i, f) in s.env_file.iter().enumerate() {
         let fpath = format!("{path}.env_file[{i}]");
         let file = inside_project(cx.working_dir, &f.path, &fpath)?;
-        if !f.required && !file.exists() {
-            continue;
+        if !file.exists() {
+            if !f.required {
+                continue;
+            }
+            return Err(ComposeError::invalid(
+                &fpath,
+                format!("env file {:?} does not exist in the package", f.path),
+            ));
         }
         for (k, v) in dotenv::read_env_file(&file, cx.lookup, warnings)? {
             match v.or_else(|| (cx.lookup)(&k)) {
@@ -840,7 +846,11 @@ pub(crate) mod tests {
             .is_ok()
         );
         let e = from_yaml_err("services: {web: {image: x, env_file: none.env}}");
-        assert_eq!(e.code(), "ERR_COMPOSE_READ");
+        assert_eq!(e.code(), "ERR_COMPOSE_INVALID");
+        assert_eq!(
+            e.to_string(),
+            "services.web.env_file[0]: env file \"none.env\" does not exist in the package"
+        );
         let e = from_yaml_err("services: {web: {image: x, env_file: ../secrets.env}}");
         assert!(
             e.to_string().starts_with("services.web.env_file[0]: "),
