@@ -15,7 +15,8 @@
 //!   right away, its history being unknown.
 //!
 //! The driver runs while the agent waits (`service_healthy`, `wait`) and on the observation
-//! tick afterwards; the status it returns is the one Podman recorded.
+//! tick afterwards; the status it returns is the one Podman recorded for the container (the
+//! endpoint's answer describes only the run it made: one failed run is not yet unhealthy).
 
 use crate::podman::{HealthConfig, Podman, PodmanError};
 use std::collections::BTreeMap;
@@ -144,9 +145,18 @@ impl HealthDriver {
             return Ok(None);
         };
         if now >= probe.next || probe.status.is_none() {
-            let status = podman.run_healthcheck(container)?;
+            // The endpoint's own answer describes this one run ("unhealthy" for any failed
+            // run); the container's health — failing streak against `retries`, the start
+            // period — is what Podman records, read back right after.
+            let run = podman.run_healthcheck(container)?;
+            let recorded = podman
+                .inspect_container(container)?
+                .state
+                .health
+                .map(|h| h.status)
+                .filter(|s| !s.is_empty());
             probe.next = now + timing.cadence(now);
-            probe.status = Some(status);
+            probe.status = Some(recorded.unwrap_or(run));
         }
         Ok(probe.status.clone())
     }

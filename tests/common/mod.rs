@@ -82,6 +82,34 @@ impl Bed {
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     }
 
+    /// Runs `tests/bed/podman-service.sh` on the bed: `stop`, `start`, `restart`, `reboot`.
+    pub fn podman_service(&self, command: &str) {
+        let out = Command::new(repo().join("tests/bed/podman-service.sh"))
+            .arg(self.var("MARGO_TB_DIR"))
+            .arg(command)
+            .output()
+            .expect("run podman-service.sh");
+        assert!(
+            out.status.success(),
+            "podman-service.sh {command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Container name → Podman state (`running`, `created`, `exited`, …) of every container
+    /// carrying label `key=value`.
+    pub fn states(&self, key: &str, value: &str) -> std::collections::BTreeMap<String, String> {
+        self.containers(key, value)
+            .into_iter()
+            .map(|c| {
+                (
+                    c["Names"][0].as_str().unwrap_or_default().to_string(),
+                    c["State"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
     pub fn inspect(&self, name: &str) -> serde_json::Value {
         let out = self.podman(&["inspect", name]);
         assert!(
@@ -189,21 +217,32 @@ impl Device {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Output {
+        self.cmd_env(args, &[])
+    }
+
+    /// [`Device::cmd`] with extra environment variables.
+    pub fn cmd_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(binary())
             .arg("--config")
             .arg(&self.config)
             .args(args)
             .env("MARGO_AGENT_LOG", "stderr")
+            .envs(env.iter().copied())
             .output()
             .expect("run margo-agent")
     }
 
-    /// `run --once`; returns (exit code, stderr text).
-    pub fn run_once(&self) -> (i32, String) {
-        let out = self.cmd(&["run", "--once"]);
+    /// `run --once` with extra environment variables; returns (exit code, stderr text).
+    pub fn run_once_env(&self, env: &[(&str, &str)]) -> (i32, String) {
+        let out = self.cmd_env(&["run", "--once"], env);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         eprintln!("--- run --once ({}) ---\n{err}", self.name);
         (out.status.code().unwrap_or(-1), err)
+    }
+
+    /// `run --once`; returns (exit code, stderr text).
+    pub fn run_once(&self) -> (i32, String) {
+        self.run_once_env(&[])
     }
 
     /// Publishes a Compose project directory as a SUP-01 OCI package; returns its `oci://`
