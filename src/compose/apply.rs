@@ -10,6 +10,7 @@
 
 use super::libpod::{CreateContext, LABEL_PROJECT};
 use super::plan::{Action, ActualContainer, ActualNetwork, plan, plan_removal};
+use super::policy::DevicePolicy;
 use super::project::Project;
 use crate::journal;
 use crate::podman::{Podman, PodmanError, PullAuth};
@@ -93,6 +94,7 @@ pub fn converge(
     images: &dyn ImageAccess,
     wait: Option<Duration>,
     fields: &[(&str, &str)],
+    policy: &DevicePolicy,
 ) -> Result<ApplyReport, ApplyError> {
     let mut report = ApplyReport::default();
     for svc in &project.services {
@@ -142,7 +144,7 @@ pub fn converge(
                 let Some(spec) = project.service(service) else {
                     continue;
                 };
-                create_bind_sources(spec, &project.working_dir)?;
+                policy.create_bind_sources(spec, &project.working_dir)?;
                 podman
                     .create_container(container, &spec.create_body(ctx))
                     .map_err(|e| ApplyError {
@@ -175,51 +177,6 @@ pub fn converge(
         None => {}
     }
     Ok(report)
-}
-
-/// Creates missing bind sources, as compose does (`create_host_path`, its default), but only
-/// inside the package directory: which host paths a remote desired state may create is the
-/// device policy's call, so a missing absolute source is refused with its path instead of
-/// surfacing as Podman's `statfs` error.
-fn create_bind_sources(
-    spec: &super::ServiceSpec,
-    package_dir: &std::path::Path,
-) -> Result<(), ApplyError> {
-    for m in &spec.mounts {
-        let super::mounts::Mount::Bind {
-            source,
-            target,
-            create_host_path,
-            ..
-        } = m
-        else {
-            continue;
-        };
-        let path = std::path::Path::new(source);
-        if path.exists() {
-            continue;
-        }
-        let invalid = |why: String| ApplyError {
-            code: "ERR_COMPOSE_INVALID",
-            podman_unavailable: false,
-            message: format!(
-                "service {:?}: bind source {source:?} for {target:?} {why}",
-                spec.name
-            ),
-        };
-        if !create_host_path {
-            return Err(invalid(
-                "does not exist and create_host_path is false".into(),
-            ));
-        }
-        if !path.starts_with(package_dir) {
-            return Err(invalid(
-                "does not exist on the device; margo-agent creates missing bind sources only inside the package".into(),
-            ));
-        }
-        std::fs::create_dir_all(path).map_err(|e| invalid(format!("cannot be created: {e}")))?;
-    }
-    Ok(())
 }
 
 /// Removes a whole project: containers, then its networks (named volumes are kept).

@@ -63,6 +63,7 @@ pub mod mounts;
 pub mod order;
 pub mod paths;
 pub mod plan;
+pub mod policy;
 pub mod project;
 pub mod service;
 pub mod syntax;
