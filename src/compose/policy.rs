@@ -382,11 +382,18 @@ impl DevicePolicy {
         })
     }
 
-    /// Why a bind source is refused, if it is.
+    /// Why a bind source is refused, if it is: outside the package and the allowed paths, or
+    /// missing under an allowed path that the agent may not create.
     fn bind_problem(&self, source: &str, package_dir: &Path) -> Option<String> {
         let (place, resolved) = self.place(source, package_dir);
         match place {
-            Place::Package | Place::Allowed => None,
+            Place::Package => None,
+            // Found here rather than at create time, so that nothing (a network, an earlier
+            // service) is applied before the refusal.
+            Place::Allowed if !self.create_bind_paths && !resolved.exists() => Some(format!(
+                "bind source {source:?} does not exist, and policy.create_bind_paths is false so margo-agent does not create it"
+            )),
+            Place::Allowed => None,
             Place::Outside => {
                 let shown = if Path::new(source) == resolved {
                     format!("bind source {source:?}")
@@ -928,7 +935,11 @@ mod tests {
             v[0],
             "services.app.volumes[0]: bind source \"/srv/data/app\" is outside the package directory, and policy.allow_bind_paths allows no host path"
         );
-        let data = with(|p| p.allow_bind_paths = vec!["/srv/data".into()]);
+        // (With create_bind_paths, so that missing sources under /srv/data are not refused.)
+        let data = with(|p| {
+            p.allow_bind_paths = vec!["/srv/data".into()];
+            p.create_bind_paths = true;
+        });
         let v = violations_of(&data, &project);
         let refused: Vec<&str> = v.iter().map(|v| &v[..23]).collect();
         // `/srv/data2` and `/srv/pkg2` are siblings, not children; `..` climbs out.
@@ -946,6 +957,33 @@ mod tests {
             v[0].contains("every path in policy.allow_bind_paths (/srv/data)"),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn a_missing_source_under_an_allowed_path_is_refused_unless_it_may_be_created() {
+        let dir = temp("missing");
+        let project = app(|s| {
+            s.mounts = vec![
+                bind(&dir.join("there").to_string_lossy()),
+                bind(&dir.join("missing").to_string_lossy()),
+            ]
+        });
+        std::fs::create_dir_all(dir.join("there")).unwrap();
+        let no_create = with(|p| p.allow_bind_paths = vec![dir.clone()]);
+        let create = with(|p| {
+            p.allow_bind_paths = vec![dir.clone()];
+            p.create_bind_paths = true;
+        });
+        let v = violations_of(&no_create, &project);
+        let v_create = violations_of(&create, &project);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].starts_with("services.app.volumes[1]: bind source ")
+                && v[0].ends_with("does not exist, and policy.create_bind_paths is false so margo-agent does not create it"),
+            "{v:?}"
+        );
+        assert!(v_create.is_empty(), "{v_create:?}");
     }
 
     #[test]
@@ -979,7 +1017,10 @@ mod tests {
         }
         std::os::unix::fs::symlink(&outside, allowed.join("link")).unwrap();
         std::os::unix::fs::symlink(&outside, pkg.join("link")).unwrap();
-        let policy = with(|p| p.allow_bind_paths = vec![allowed.clone()]);
+        let policy = with(|p| {
+            p.allow_bind_paths = vec![allowed.clone()];
+            p.create_bind_paths = true;
+        });
         let s = |p: &Path| p.to_string_lossy().into_owned();
         let mut project = app(|sv| {
             sv.mounts = vec![
