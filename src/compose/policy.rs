@@ -426,11 +426,13 @@ impl DevicePolicy {
     fn place(&self, source: &str, package_dir: &Path) -> (Place, PathBuf) {
         let path = Path::new(source);
         let resolved = resolve(path);
-        if !path.is_absolute() {
-            return (Place::Outside, resolved);
-        }
+        // Before the absolute-path rule: with a relative `work_dir`, sources in the package
+        // are relative too.
         if resolved.starts_with(resolve(package_dir)) {
             return (Place::Package, resolved);
+        }
+        if !path.is_absolute() {
+            return (Place::Outside, resolved);
         }
         if self
             .allow_bind_paths
@@ -994,6 +996,10 @@ mod tests {
         let v = violations_of(&everything, &project);
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("is not an absolute path"), "{v:?}");
+        // Unless the package directory is relative too (a relative work_dir).
+        let mut in_pkg = project.clone();
+        in_pkg.working_dir = PathBuf::from("data");
+        assert!(violations_of(&DevicePolicy::default(), &in_pkg).is_empty());
     }
 
     #[test]
