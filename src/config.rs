@@ -55,6 +55,8 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// `error|warning|notice|info|debug`.
     pub log_level: String,
+    /// What deployments may reach on the host (`docs/policy.md`).
+    pub policy: Policy,
 }
 
 impl Default for Config {
@@ -68,6 +70,7 @@ impl Default for Config {
             state_file: PathBuf::from("/var/lib/margo-agent/state.json"),
             work_dir: PathBuf::from("/var/lib/margo-agent/work"),
             log_level: "info".into(),
+            policy: Policy::default(),
         }
     }
 }
@@ -163,6 +166,87 @@ impl Default for Podman {
             stop_timeout: Duration::from_secs(10),
             observe_interval: Duration::from_secs(30),
         }
+    }
+}
+
+/// The device policy: which host-reaching compose keys deployments may use. Every default
+/// refuses; `docs/policy.md` says why for each key. Enforced by
+/// [`crate::compose::policy::DevicePolicy`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// `privileged: true` (every device, every capability, no confinement). Default false.
+    pub allow_privileged: bool,
+    /// Host device paths `devices` may map; `*` and `?` match within one path component
+    /// (`/dev/ttyUSB*`). Default empty: no devices.
+    pub allow_devices: Vec<String>,
+    /// `network_mode: host`. Default false.
+    pub allow_host_network: bool,
+    /// `pid: host`. Default false.
+    pub allow_host_pid: bool,
+    /// `ipc: host`. Default false.
+    pub allow_host_ipc: bool,
+    /// Capabilities `cap_add` may name (`NET_ADMIN` or `CAP_NET_ADMIN`; `ALL` for any).
+    /// Default: Docker's default set, [`crate::compose::policy::DEFAULT_CAPABILITIES`].
+    pub allow_capabilities: Vec<String>,
+    /// Absolute host path prefixes bind mounts may use besides the package directory.
+    /// Default empty.
+    pub allow_bind_paths: Vec<PathBuf>,
+    /// Create missing bind sources under `allow_bind_paths`, as docker does. Default false.
+    pub create_bind_paths: bool,
+    /// `security_opt` other than `no-new-privileges` (`seccomp=unconfined`,
+    /// `apparmor=unconfined`, `label=disable`, …). Default false.
+    pub allow_security_opt: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allow_privileged: false,
+            allow_devices: Vec::new(),
+            allow_host_network: false,
+            allow_host_pid: false,
+            allow_host_ipc: false,
+            allow_capabilities: crate::compose::policy::DEFAULT_CAPABILITIES
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            allow_bind_paths: Vec::new(),
+            create_bind_paths: false,
+            allow_security_opt: false,
+        }
+    }
+}
+
+impl Policy {
+    /// The first invalid value, as (key, reason).
+    fn problem(&self) -> Option<(String, String)> {
+        use crate::compose::policy::{device_pattern_problem, normalise_capability};
+        for (i, d) in self.allow_devices.iter().enumerate() {
+            if let Some(why) = device_pattern_problem(d) {
+                return Some((format!("policy.allow_devices[{i}]"), format!("{d:?} {why}")));
+            }
+        }
+        for (i, c) in self.allow_capabilities.iter().enumerate() {
+            if normalise_capability(c).is_none() {
+                return Some((
+                    format!("policy.allow_capabilities[{i}]"),
+                    format!(
+                        "{c:?} is not a Linux capability (e.g. NET_ADMIN or CAP_NET_ADMIN, or ALL)"
+                    ),
+                ));
+            }
+        }
+        for (i, p) in self.allow_bind_paths.iter().enumerate() {
+            let key = format!("policy.allow_bind_paths[{i}]");
+            if !p.is_absolute() {
+                return Some((key, format!("{:?} must be an absolute path", p.display())));
+            }
+            if p.components().any(|c| c == std::path::Component::ParentDir) {
+                return Some((key, format!("{:?} must not contain ..", p.display())));
+            }
+        }
+        None
     }
 }
 
@@ -262,6 +346,9 @@ impl Config {
             && (id.is_empty() || id.len() > 128)
         {
             return Err(invalid("device_id", "must be 1 to 128 characters".into()));
+        }
+        if let Some((key, reason)) = self.policy.problem() {
+            return Err(invalid(&key, reason));
         }
         if crate::journal::Level::parse(&self.log_level).is_none() {
             return Err(invalid(
@@ -408,5 +495,89 @@ mod tests {
         );
         assert_eq!(c.credentials("other").unwrap(), None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn policy_defaults_are_conservative() {
+        let p = parse("").unwrap().policy;
+        assert!(!p.allow_privileged && !p.allow_host_network && !p.allow_host_pid);
+        assert!(!p.allow_host_ipc && !p.allow_security_opt && !p.create_bind_paths);
+        assert!(p.allow_devices.is_empty() && p.allow_bind_paths.is_empty());
+        assert!(p.allow_capabilities.iter().any(|c| c == "NET_BIND_SERVICE"));
+        assert!(
+            !p.allow_capabilities
+                .iter()
+                .any(|c| c == "NET_ADMIN" || c == "SYS_ADMIN")
+        );
+        // The example documents the same values it would get by leaving the section out.
+        let example = parse(include_str!("../examples/config.yaml"))
+            .unwrap()
+            .policy;
+        assert_eq!(
+            crate::compose::policy::DevicePolicy::from_config(&example),
+            crate::compose::policy::DevicePolicy::default()
+        );
+    }
+
+    #[test]
+    fn policy_section_parses() {
+        let c = parse(
+            "policy:\n  allow_privileged: true\n  allow_devices: [/dev/ttyUSB0, '/dev/ttyACM*']\n  allow_host_network: true\n  allow_capabilities: [cap_net_admin, SYS_TIME]\n  allow_bind_paths: [/srv/data, /var/log/]\n  create_bind_paths: true\n",
+        )
+        .unwrap();
+        assert!(c.policy.allow_privileged && c.policy.allow_host_network);
+        assert!(c.policy.create_bind_paths && !c.policy.allow_host_pid);
+        assert_eq!(c.policy.allow_devices, ["/dev/ttyUSB0", "/dev/ttyACM*"]);
+        let d = crate::compose::policy::DevicePolicy::from_config(&c.policy);
+        assert_eq!(d.allow_capabilities, ["NET_ADMIN", "SYS_TIME"]);
+        assert_eq!(
+            d.allow_bind_paths,
+            [PathBuf::from("/srv/data"), PathBuf::from("/var/log")]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_policy_values_naming_the_key() {
+        for (yaml, key, needle) in [
+            (
+                "policy:\n  allow_privilegd: true\n",
+                "allow_privilegd",
+                "allow_privilegd",
+            ),
+            (
+                "policy:\n  allow_capabilities: [NET_ADMIN, NET_ADMINS]\n",
+                "policy.allow_capabilities[1]",
+                "NET_ADMINS",
+            ),
+            (
+                "policy:\n  allow_bind_paths: [data]\n",
+                "policy.allow_bind_paths[0]",
+                "absolute",
+            ),
+            (
+                "policy:\n  allow_bind_paths: [/srv, /srv/../etc]\n",
+                "policy.allow_bind_paths[1]",
+                "..",
+            ),
+            (
+                "policy:\n  allow_devices: [ttyUSB0]\n",
+                "policy.allow_devices[0]",
+                "absolute",
+            ),
+            (
+                "policy:\n  allow_devices: ['/dev/ttyUSB[01]']\n",
+                "policy.allow_devices[0]",
+                "not supported",
+            ),
+            // A type error is located by line and column (the YAML parser does not name the key).
+            (
+                "policy:\n  allow_host_network: yes please\n",
+                "invalid boolean",
+                "line 2",
+            ),
+        ] {
+            let msg = parse(yaml).unwrap_err().to_string();
+            assert!(msg.contains(key) && msg.contains(needle), "{yaml}: {msg}");
+        }
     }
 }

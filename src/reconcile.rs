@@ -20,6 +20,7 @@
 use crate::compose::apply::{self, ImageAccess};
 use crate::compose::health::HealthDriver;
 use crate::compose::libpod::CreateContext;
+use crate::compose::policy::DevicePolicy;
 use crate::config::Config;
 use crate::daemon::exit;
 use crate::digest::Digest;
@@ -601,6 +602,12 @@ impl Agent {
         let root = package::find_compose_root(&dest, fetched.layout)
             .map_err(|e| fail(e.code(), e.to_string()))?;
         let project = self.load_project(dep, component, &project_name, &root)?;
+        // Before any pull or create: a refused project leaves nothing behind, and the
+        // containers an earlier revision runs stay as they are.
+        let policy = DevicePolicy::from_config(&self.config.policy);
+        policy
+            .check(&project)
+            .map_err(|e| fail(e.code(), format!("component {:?}: {e}", component.name)))?;
         let mut extra_labels = BTreeMap::new();
         extra_labels.insert(LABEL_DEPLOYMENT.to_string(), dep.id.clone());
         extra_labels.insert(LABEL_COMPONENT.to_string(), component.name.clone());
@@ -621,7 +628,7 @@ impl Agent {
                 podman_unavailable: true,
             });
         };
-        let report = apply::converge(podman, &project, &ctx, &access, wait, &fields)?;
+        let report = apply::converge(podman, &project, &ctx, &access, wait, &fields, &policy)?;
         journal::info(
             &format!(
                 "component {:?}: project {:?} converged ({} change(s), {} image(s) pulled)",

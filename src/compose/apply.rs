@@ -13,6 +13,7 @@
 use super::health::HealthDriver;
 use super::libpod::{CreateContext, LABEL_PROJECT};
 use super::plan::{Action, ActualContainer, ActualNetwork, plan, plan_removal};
+use super::policy::DevicePolicy;
 use super::project::{Project, ServiceSpec};
 use super::service::{Condition, PullPolicy};
 use crate::journal;
@@ -162,6 +163,7 @@ pub fn converge(
     images: &dyn ImageAccess,
     wait: Option<Duration>,
     fields: &[(&str, &str)],
+    policy: &DevicePolicy,
 ) -> Result<ApplyReport, ApplyError> {
     let mut report = ApplyReport::default();
     let mut ctx = ctx.clone();
@@ -213,7 +215,7 @@ pub fn converge(
                 let Some(spec) = project.service(service) else {
                     continue;
                 };
-                create_bind_sources(spec, &project.working_dir)?;
+                policy.create_bind_sources(spec, &project.working_dir)?;
                 check_name_free(podman, service, container)?;
                 podman
                     .create_container(container, &spec.create_body(&ctx))
@@ -407,51 +409,6 @@ fn sleep_until(next_probe: Option<Instant>, deadline: Instant) {
         until = until.min(p.max(now + Duration::from_millis(50)));
     }
     std::thread::sleep(until.saturating_duration_since(now));
-}
-
-/// Creates missing bind sources, as compose does (`create_host_path`, its default), but only
-/// inside the package directory: which host paths a remote desired state may create is the
-/// device policy's call, so a missing absolute source is refused with its path instead of
-/// surfacing as Podman's `statfs` error.
-fn create_bind_sources(
-    spec: &super::ServiceSpec,
-    package_dir: &std::path::Path,
-) -> Result<(), ApplyError> {
-    for m in &spec.mounts {
-        let super::mounts::Mount::Bind {
-            source,
-            target,
-            create_host_path,
-            ..
-        } = m
-        else {
-            continue;
-        };
-        let path = std::path::Path::new(source);
-        if path.exists() {
-            continue;
-        }
-        let invalid = |why: String| ApplyError {
-            code: "ERR_COMPOSE_INVALID",
-            podman_unavailable: false,
-            message: format!(
-                "service {:?}: bind source {source:?} for {target:?} {why}",
-                spec.name
-            ),
-        };
-        if !create_host_path {
-            return Err(invalid(
-                "does not exist and create_host_path is false".into(),
-            ));
-        }
-        if !path.starts_with(package_dir) {
-            return Err(invalid(
-                "does not exist on the device; margo-agent creates missing bind sources only inside the package".into(),
-            ));
-        }
-        std::fs::create_dir_all(path).map_err(|e| invalid(format!("cannot be created: {e}")))?;
-    }
-    Ok(())
 }
 
 /// Removes a whole project: containers, then its networks (named volumes are kept).

@@ -19,6 +19,7 @@
 //! | names, env merge, references, validation | [`project`] | |
 //! | relative paths kept inside the package | [`paths`] | |
 //! | dependency order and cycles | [`order`] | |
+//! | what may reach the host (device policy), bind sources | [`policy`] | `ERR_POLICY` |
 //! | libpod bodies, labels, config hash | [`libpod`] | |
 //! | desired vs actual | [`mod@plan`] | |
 //!
@@ -65,6 +66,7 @@ pub mod observe;
 pub mod order;
 pub mod paths;
 pub mod plan;
+pub mod policy;
 pub mod project;
 pub mod service;
 pub mod syntax;
