@@ -106,7 +106,7 @@ pub struct Agent {
     state: State,
     podman: Option<Podman>,
     last_source_error: Option<String>,
-    /// Set while Podman is unreachable from the observation tick (logged once).
+    /// Set while Podman is unreachable (the outage is logged once).
     podman_outage: Option<String>,
     /// The device rebooted since the agent last ran: the first observation restores
     /// `always` containers that are stopped, as `podman-restart.service` would.
@@ -189,8 +189,8 @@ impl Agent {
             health: HealthDriver::new(),
             config,
         };
-        if boot_changed {
-            // A failed write is logged; the next boot then counts as a reboot again, which
+        if boot_changed && !agent.state.deployments.is_empty() {
+            // Without deployments the id is written with the first apply. A failed write is logged; the next boot then counts as a reboot again, which
             // only restores what the restart policies want running anyway.
             let _ = agent.save();
         }
@@ -441,14 +441,27 @@ impl Agent {
                     &[],
                 );
                 self.podman = Some(podman);
+                if self.podman_outage.take().is_some() {
+                    journal::notice("Podman reachable again", &[]);
+                }
                 Ok(())
             }
-            Err(e) => {
-                let msg = format!("{e}; desired state not applied, retrying on the next poll");
-                journal::error(&msg, &[("ERROR_CODE", e.code())]);
-                Err(msg)
-            }
+            Err(e) => Err(self.podman_down(&e)),
         }
+    }
+
+    /// Notes that Podman cannot be reached: logged when an outage starts or its reason
+    /// changes, not on every retry of the poll or the observation tick.
+    fn podman_down(&mut self, e: &crate::podman::PodmanError) -> String {
+        self.podman = None;
+        let msg = format!(
+            "{e}; workloads are left as they are and the desired state is applied once Podman answers"
+        );
+        if self.podman_outage.as_deref() != Some(msg.as_str()) {
+            journal::error(&msg, &[("ERROR_CODE", e.code())]);
+            self.podman_outage = Some(msg.clone());
+        }
+        msg
     }
 
     fn set_phase(&mut self, id: &str, phase: Phase, error: Option<Failure>) {
@@ -679,27 +692,8 @@ impl Agent {
     /// deployments after a reboot or an engine restart, runs due healthchecks, and records
     /// problems in the status. Quiet while nothing changes; a Podman outage is logged once.
     pub fn observe(&mut self) {
-        if self.podman.is_none() {
-            let p = &self.config.podman;
-            let timeouts = Timeouts {
-                call: p.call_timeout,
-                pull: p.pull_timeout,
-                stop: p.stop_timeout,
-            };
-            match Podman::connect(&p.socket, timeouts) {
-                Ok(podman) => self.podman = Some(podman),
-                Err(e) => {
-                    let msg = e.to_string();
-                    if self.podman_outage.as_deref() != Some(msg.as_str()) {
-                        journal::warn(
-                            &format!("{msg}; workloads are looked at again once Podman is back"),
-                            &[("ERROR_CODE", e.code())],
-                        );
-                        self.podman_outage = Some(msg);
-                    }
-                    return;
-                }
-            }
+        if self.ensure_podman().is_err() {
+            return;
         }
         // Only deployments the agent installed: the others are the apply's business.
         let installed: BTreeSet<String> = self
@@ -730,24 +724,18 @@ impl Agent {
             });
         let observation = match result {
             Ok(o) => o,
+            Err(e) if e.is_unavailable() => {
+                self.podman_down(&e);
+                return;
+            }
             Err(e) => {
-                if e.is_unavailable() {
-                    self.podman = None;
-                }
-                let msg = e.to_string();
-                if self.podman_outage.as_deref() != Some(msg.as_str()) {
-                    journal::warn(
-                        &format!("{msg}; workloads are looked at again on the next tick"),
-                        &[("ERROR_CODE", e.code())],
-                    );
-                    self.podman_outage = Some(msg);
-                }
+                journal::warn(
+                    &format!("observing workloads failed: {e}; tried again on the next tick"),
+                    &[("ERROR_CODE", e.code())],
+                );
                 return;
             }
         };
-        if self.podman_outage.take().is_some() {
-            journal::notice("Podman reachable again", &[]);
-        }
         self.rebooted = false;
         let mut changed = false;
         for (id, record) in self.state.deployments.iter_mut() {
