@@ -15,10 +15,17 @@
 //!    ignore-if-exists). When nothing is created, they are left alone, so a second plan on
 //!    unchanged state is empty.
 //! 4. **Create and start**, in dependency order: missing containers are created and started.
-//!    An existing, unchanged container that is not running is started, as `docker compose
-//!    up` does: a plan is made when the deployment changed (or to finish a failed apply), and
-//!    that is the moment every service of the project is brought up, including one a field
-//!    engineer stopped by hand and a one-shot job that already completed.
+//!    A plan is made when a deployment changed (or to finish a failed apply); an existing,
+//!    unchanged container that is not running is then started when its restart policy says
+//!    it should run, so that an apply of an unchanged project writes nothing:
+//!    - `created`/`configured`/`initialized` (never ran, e.g. an interrupted apply): start;
+//!    - `exited`/`stopped` with `always` or `unless-stopped`: start (a container stopped by
+//!      hand is brought up by the next apply, as `docker compose up` would);
+//!    - `exited`/`stopped` with `on-failure`: start when the exit code is not 0;
+//!    - `exited`/`stopped` with `no`: leave it (a completed one-shot job does not rerun;
+//!      `docker compose up` would rerun it, at the price of writes on every apply);
+//!    - `running`, `paused`, `restarting`, `stopping` and unknown states: leave it.
+//!
 //!    Between applies, the observation tick restores containers by the rules of
 //!    [`should_restore`] instead: restart policies, never a hand-stopped container.
 //! 5. **Dependents** of a recreated or restarted service are restarted when their
@@ -160,12 +167,17 @@ impl Plan {
     }
 }
 
-/// Whether an unchanged container that is not running is started by an apply (`up`).
-fn should_start(state: &str) -> bool {
-    !matches!(
-        state,
-        "running" | "paused" | "restarting" | "stopping" | "removing"
-    )
+/// Whether an apply starts an unchanged container that is not running (see the module docs).
+fn should_start(state: &str, exit_code: Option<i64>, policy: RestartPolicy) -> bool {
+    match state {
+        "created" | "configured" | "initialized" => true,
+        "exited" | "stopped" => match policy {
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure => exit_code != Some(0),
+            RestartPolicy::No => false,
+        },
+        _ => false,
+    }
 }
 
 /// Whether the observation tick starts a container that is not running, by its restart
@@ -268,7 +280,7 @@ pub fn plan(desired: &Project, ctx: &CreateContext, actual: &[ActualContainer]) 
                     .iter()
                     .find(|(dep, d)| d.restart && restarted_services.contains(dep.as_str()))
                     .map(|(dep, _)| dep.clone());
-                if should_start(&c.state) {
+                if should_start(&c.state, c.exit_code, spec.restart.policy) {
                     steps.push(Action::StartContainer {
                         service: spec.name.clone(),
                         container,
@@ -562,14 +574,15 @@ volumes: {data: }
     }
 
     #[test]
-    fn an_apply_starts_every_unchanged_container_that_is_not_running() {
+    fn an_apply_starts_stopped_containers_only_when_their_restart_policy_says_so() {
         let cases = [
             // (restart, state, exit code, started?)
             ("always", "exited", Some(0), true),
             ("unless-stopped", "exited", Some(137), true),
             ("on-failure", "exited", Some(1), true),
-            ("on-failure", "exited", Some(0), true),
-            ("'no'", "exited", Some(0), true),
+            ("on-failure", "exited", Some(0), false),
+            ("'no'", "exited", Some(0), false),
+            ("'no'", "exited", Some(1), false),
             ("'no'", "created", None, true),
             ("always", "running", None, false),
             ("always", "paused", None, false),
