@@ -1,7 +1,8 @@
 //! A whole compose file: YAML text → generic tree → `x-*` removed → interpolated → typed.
 //!
-//! Owns the top level of the format (`name`, `version`, `services`, `networks`, `volumes`)
-//! and the definitions of networks and volumes. Services are read by [`super::service`].
+//! Owns the top level of the format (`name`, `version`, `services`, `networks`, `volumes`,
+//! `secrets`, `configs`) and the definitions of networks, volumes, secrets and configs.
+//! Services are read by [`super::service`].
 //!
 //! The order of the steps is the compose specification's: YAML merge keys and anchors are
 //! expanded by the YAML reader, extension (`x-*`) keys are dropped at the top level and in
@@ -9,9 +10,10 @@
 //! the file; its content has already been copied where it was merged), and every remaining
 //! string value is interpolated before any type is checked.
 //!
-//! Refuses: `include` (a package holds one self-contained file), top-level `secrets`,
-//! `configs` and `models` (not yet), network drivers other than `bridge` and volume drivers
-//! other than `local`.
+//! Refuses: `include` (a package holds one self-contained file), `models`, network drivers
+//! other than `bridge`, volume drivers other than `local`, and secrets or configs not read
+//! from a `file:` in the package (`external`, `environment`, `content`): a device has no
+//! secret store, and the package is what was signed and deployed.
 
 use super::error::{ComposeError, Warning};
 use super::interpolate::{Lookup, interpolate_tree};
@@ -29,6 +31,10 @@ pub struct ComposeFile {
     pub services: BTreeMap<String, Service>,
     pub networks: BTreeMap<String, NetworkDef>,
     pub volumes: BTreeMap<String, VolumeDef>,
+    /// Top-level `secrets`: key → the `file:` as written (relative to the package).
+    pub secrets: BTreeMap<String, String>,
+    /// Top-level `configs`: key → the `file:` as written.
+    pub configs: BTreeMap<String, String>,
 }
 
 /// A top-level network definition.
@@ -136,11 +142,22 @@ fn read(root: &Node<'_>, warnings: &mut Vec<Warning>) -> Result<ComposeFile, Com
                     "the package must hold one self-contained compose file",
                 ));
             }
-            "secrets" | "configs" | "models" => {
+            "secrets" | "configs" => {
+                let out = if key == "secrets" {
+                    &mut f.secrets
+                } else {
+                    &mut f.configs
+                };
+                for (name, n) in v.entries()? {
+                    check_name(&n, name, if key == "secrets" { "secret" } else { "config" })?;
+                    out.insert(name.to_string(), file_source(&n)?);
+                }
+            }
+            "models" => {
                 return Err(ComposeError::unsupported(
                     None,
                     key,
-                    "margo-agent does not implement it yet",
+                    "model runners are not supported",
                 ));
             }
             _ => {
@@ -266,6 +283,30 @@ fn ipam(v: &Node<'_>) -> Result<Vec<Subnet>, ComposeError> {
         }
     }
     Ok(subnets)
+}
+
+/// A top-level secret or config: only `file:` (plus `name`/`labels`, which have no effect on
+/// a bind-mounted file).
+fn file_source(n: &Node<'_>) -> Result<String, ComposeError> {
+    let mut file = None;
+    for (k, e) in n.entries()? {
+        match k {
+            "file" => file = Some(e.string()?),
+            "name" => drop(e.opt_string()?),
+            "labels" => drop(labels(&e)?),
+            "external" | "environment" | "content" | "driver" | "driver_opts"
+            | "template_driver" => {
+                return Err(ComposeError::unsupported(
+                    None,
+                    &e.path,
+                    "margo-agent reads secrets and configs only from a file: in the package (a device has no secret store and the deployment's variables are not files)",
+                ));
+            }
+            _ => return Err(e.invalid("unknown key; expected file (name, labels)")),
+        }
+    }
+    file.filter(|f| !f.is_empty())
+        .ok_or_else(|| n.invalid("needs file: (a path in the package)"))
 }
 
 fn volume(n: &Node<'_>) -> Result<VolumeDef, ComposeError> {

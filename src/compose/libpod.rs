@@ -15,7 +15,7 @@
 //!
 //! Pure: no Podman calls here; `apply` sends the bodies.
 
-use super::project::{NetworkSpec, ServiceNetwork, ServiceSpec, VolumeSpec};
+use super::project::{Addresses, NetworkSpec, ServiceNetwork, ServiceSpec, VolumeSpec};
 use super::service::{Healthcheck, Mount, RestartPolicy};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -133,7 +133,7 @@ impl ServiceSpec {
         env.extend(ctx.extra_env.clone());
         set("env", json!(env));
         set("labels", json!(self.container_labels(ctx)));
-        set_network(&mut set, &self.network);
+        set_network(&mut set, &self.network, &self.addresses);
         if !self.ports.is_empty() {
             set(
                 "portmappings",
@@ -218,7 +218,93 @@ impl ServiceSpec {
                 set(k, json!(v));
             }
         }
+        self.set_host_access(&mut set);
         Value::Object(b)
+    }
+
+    /// Keys added after the first release (devices, security options, namespaces, kernel
+    /// settings, logging); each is sent only when set.
+    fn set_host_access(&self, set: &mut impl FnMut(&str, Value)) {
+        if !self.devices.is_empty() {
+            // libpod parses `host:container:permissions` from the path, as `--device` does.
+            let devices: Vec<Value> = self.devices.iter().map(|d| json!({"path": d})).collect();
+            set("devices", Value::Array(devices));
+        }
+        security_options(set, &self.security_opt);
+        if let Some(pid) = &self.pid {
+            set("pidns", json!({"nsmode": pid}));
+        }
+        if let Some(ipc) = &self.ipc {
+            set("ipcns", json!({"nsmode": ipc}));
+        }
+        let mut sysctl = self.sysctls.clone();
+        if let Some(d) = &self.domainname {
+            // libpod has no domain name field; the UTS namespace's kernel.domainname is what
+            // docker sets for `domainname`.
+            sysctl.insert("kernel.domainname".into(), d.clone());
+        }
+        if !sysctl.is_empty() {
+            set("sysctl", json!(sysctl));
+        }
+        if !self.ulimits.is_empty() {
+            let limits: Vec<Value> = self
+                .ulimits
+                .iter()
+                .map(|(name, u)| json!({"type": name, "soft": u.soft, "hard": u.hard}))
+                .collect();
+            set("r_limits", Value::Array(limits));
+        }
+        if let Some(size) = self.shm_size {
+            set("shm_size", json!(size));
+        }
+        if !self.group_add.is_empty() {
+            set("groups", json!(self.group_add));
+        }
+        if let Some(adj) = self.oom_score_adj {
+            set("oom_score_adj", json!(adj));
+        }
+        if !self.annotations.is_empty() {
+            set("annotations", json!(self.annotations));
+        }
+        if !self.dns_search.is_empty() {
+            set("dns_search", json!(self.dns_search));
+        }
+        if !self.dns_opt.is_empty() {
+            set("dns_option", json!(self.dns_opt));
+        }
+        if let Some(l) = &self.logging {
+            let mut c = Map::new();
+            if let Some(d) = &l.driver {
+                c.insert("driver".into(), json!(d));
+            }
+            if let Some(size) = l.max_size {
+                c.insert("size".into(), json!(size));
+            }
+            if let Some(tag) = &l.tag {
+                c.insert("options".into(), json!({"tag": tag}));
+            }
+            if !c.is_empty() {
+                set("log_configuration", Value::Object(c));
+            }
+        }
+    }
+}
+
+/// `security_opt` in the canonical forms of [`super::isolation`] → libpod's fields.
+fn security_options(set: &mut impl FnMut(&str, Value), opts: &[String]) {
+    let mut selinux = Vec::new();
+    for o in opts {
+        match o.split_once(['=', ':']) {
+            Some(("no-new-privileges", "true")) => set("no_new_privileges", json!(true)),
+            Some(("label", l)) => selinux.push(l.to_string()),
+            Some(("seccomp", p)) => set("seccomp_profile_path", json!(p)),
+            Some(("apparmor", p)) => set("apparmor_profile", json!(p)),
+            Some(("systempaths", "unconfined")) => set("unmask", json!(["ALL"])),
+            _ => {}
+        }
+    }
+    if !selinux.is_empty() {
+        set("selinux_opts", json!(selinux));
     }
 }
 
@@ -227,13 +313,28 @@ fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
-fn set_network(set: &mut impl FnMut(&str, Value), network: &ServiceNetwork) {
+fn set_network(
+    set: &mut impl FnMut(&str, Value),
+    network: &ServiceNetwork,
+    addresses: &BTreeMap<String, Addresses>,
+) {
     match network {
         ServiceNetwork::Networks(attached) => {
             set("netns", json!({"nsmode": "bridge"}));
             let networks: Map<String, Value> = attached
                 .iter()
-                .map(|(name, aliases)| (name.clone(), json!({"aliases": aliases})))
+                .map(|(name, aliases)| {
+                    let mut n = json!({"aliases": aliases});
+                    if let Some(a) = addresses.get(name) {
+                        if !a.ips.is_empty() {
+                            n["static_ips"] = json!(a.ips);
+                        }
+                        if let Some(mac) = &a.mac {
+                            n["static_mac"] = json!(mac);
+                        }
+                    }
+                    (name.clone(), n)
+                })
                 .collect();
             set("Networks", Value::Object(networks));
         }
@@ -322,17 +423,32 @@ fn mounts(all: &[Mount]) -> (Vec<Value>, Vec<Value>) {
 
 fn resource_limits(s: &ServiceSpec) -> Option<Value> {
     let mut l = Map::new();
-    if let Some(memory) = s.limits.memory.filter(|m| *m > 0) {
-        l.insert("memory".into(), json!({"limit": memory}));
+    let mut memory = Map::new();
+    if let Some(limit) = s.limits.memory.filter(|m| *m > 0) {
+        memory.insert("limit".into(), json!(limit));
     }
+    if let Some(r) = s.limits.memory_reservation.filter(|m| *m > 0) {
+        memory.insert("reservation".into(), json!(r));
+    }
+    if let Some(swap) = s.limits.memory_swap {
+        memory.insert("swap".into(), json!(swap));
+    }
+    if !memory.is_empty() {
+        l.insert("memory".into(), Value::Object(memory));
+    }
+    let mut cpu = Map::new();
     if let Some(cpus) = s.limits.cpus.filter(|c| *c > 0.0) {
         // Bounded: cpus is finite and non-negative (checked when read); 1e6 CPUs is absurd.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let quota = (cpus.min(1e6) * CPU_PERIOD_US as f64).round() as u64;
-        l.insert(
-            "cpu".into(),
-            json!({"quota": quota, "period": CPU_PERIOD_US}),
-        );
+        cpu.insert("quota".into(), json!(quota));
+        cpu.insert("period".into(), json!(CPU_PERIOD_US));
+    }
+    if let Some(shares) = s.limits.cpu_shares {
+        cpu.insert("shares".into(), json!(shares));
+    }
+    if !cpu.is_empty() {
+        l.insert("cpu".into(), Value::Object(cpu));
     }
     if let Some(pids) = s.limits.pids.filter(|p| *p > 0) {
         l.insert("pids".into(), json!({"limit": pids}));
@@ -516,6 +632,83 @@ volumes:
             "hostadd": ["gw:10.0.0.1"],
         });
         assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn maps_host_access_keys_into_the_body() {
+        let p = from_yaml(
+            "services:\n  app:\n    image: x\n    devices: ['/dev/null:/dev/mynull']\n    \
+             security_opt: [no-new-privileges, 'no-new-privileges:false', 'label=disable', 'label=level:s0', 'seccomp=unconfined', 'apparmor=unconfined', 'systempaths=unconfined']\n    \
+             pid: host\n    ipc: shareable\n    sysctls: {net.core.somaxconn: 1024}\n    domainname: example.org\n    \
+             ulimits: {nofile: {soft: 1000, hard: 2000}, nproc: 100}\n    shm_size: 32m\n    group_add: ['1234']\n    \
+             oom_score_adj: 100\n    annotations: {org.example/a: b}\n    dns_search: [example.org]\n    dns_opt: ['ndots:2']\n    \
+             logging: {driver: json-file, options: {max-size: 1m, tag: app}}\n    \
+             mem_limit: 64m\n    mem_reservation: 32m\n    memswap_limit: 128m\n    cpu_shares: 512\n    \
+             networks: {lan: {ipv4_address: 10.1.0.5, ipv6_address: 'fd00::5', mac_address: '02:00:00:00:00:05'}}\n\
+             networks: {lan: {enable_ipv6: true}}",
+        );
+        let b = p.services[0].create_body(&CreateContext::default());
+        assert_eq!(b["devices"], json!([{"path": "/dev/null:/dev/mynull:rwm"}]));
+        assert_eq!(b["no_new_privileges"], json!(true));
+        assert_eq!(b["selinux_opts"], json!(["disable", "level:s0"]));
+        assert_eq!(b["seccomp_profile_path"], "unconfined");
+        assert_eq!(b["apparmor_profile"], "unconfined");
+        assert_eq!(b["unmask"], json!(["ALL"]));
+        assert_eq!(b["pidns"], json!({"nsmode": "host"}));
+        assert_eq!(b["ipcns"], json!({"nsmode": "shareable"}));
+        assert_eq!(
+            b["sysctl"],
+            json!({"net.core.somaxconn": "1024", "kernel.domainname": "example.org"})
+        );
+        assert_eq!(
+            b["r_limits"],
+            json!([{"type": "nofile", "soft": 1000, "hard": 2000}, {"type": "nproc", "soft": 100, "hard": 100}])
+        );
+        assert_eq!(b["shm_size"], json!(32 << 20));
+        assert_eq!(b["groups"], json!(["1234"]));
+        assert_eq!(b["oom_score_adj"], json!(100));
+        assert_eq!(b["annotations"], json!({"org.example/a": "b"}));
+        assert_eq!(b["dns_search"], json!(["example.org"]));
+        assert_eq!(b["dns_option"], json!(["ndots:2"]));
+        assert_eq!(
+            b["log_configuration"],
+            json!({"driver": "k8s-file", "size": 1 << 20, "options": {"tag": "app"}})
+        );
+        assert_eq!(
+            b["resource_limits"],
+            json!({"memory": {"limit": 64 << 20, "reservation": 32 << 20, "swap": 128 << 20}, "cpu": {"shares": 512}})
+        );
+        assert_eq!(
+            b["Networks"],
+            json!({"demo_lan": {"aliases": ["app"], "static_ips": ["10.1.0.5", "fd00::5"], "static_mac": "02:00:00:00:00:05"}})
+        );
+    }
+
+    #[test]
+    fn each_new_key_changes_the_config_hash() {
+        // New fields are skipped while empty, so a service that uses none of them hashes as it
+        // did before they existed (the pinned hash); one that uses one must hash differently.
+        let base = from_yaml("services: {web: {image: x}}").services[0].config_hash(&ctx());
+        for changed in [
+            "services: {web: {image: x, devices: [/dev/null]}}",
+            "services: {web: {image: x, ulimits: {nofile: 10}}}",
+            "services: {web: {image: x, cpu_shares: 10}}",
+            "services: {web: {image: x, logging: {driver: none}}}",
+        ] {
+            assert_ne!(
+                from_yaml(changed).services[0].config_hash(&ctx()),
+                base,
+                "{changed}"
+            );
+        }
+        let on_n = |extra: &str| {
+            from_yaml(&format!(
+                "services: {{web: {{image: x, networks: {{n: {extra}}}}}}}\nnetworks: {{n: }}"
+            ))
+            .services[0]
+                .config_hash(&ctx())
+        };
+        assert_ne!(on_n(""), on_n("{ipv4_address: 10.0.0.2}"));
     }
 
     #[test]

@@ -1,17 +1,20 @@
-//! How a service's container runs and stops: `restart`, `healthcheck`, resource limits and
-//! the parts of `deploy` that mean something on one Podman host.
+//! How a service's container runs and stops: `restart`, `healthcheck`, `logging`, resource
+//! limits and the parts of `deploy` that mean something on one Podman host.
 //!
 //! Owns the reconciliation the specification asks for: `deploy.restart_policy` overrides
-//! `restart`; `deploy.resources.limits` and the legacy `mem_limit`/`cpus`/`pids_limit` must
-//! agree when both are given (an error rather than a silent choice); a healthcheck gets
-//! docker's defaults (30s interval, 30s timeout, 3 retries) so `Interval` can always be sent
-//! to libpod.
+//! `restart`; `deploy.resources.limits` and the legacy `mem_limit`/`cpus`/`pids_limit` (and
+//! `reservations.memory` and `mem_reservation`) must agree when both are given (an error
+//! rather than a silent choice); a healthcheck gets docker's defaults (30s interval, 30s
+//! timeout, 3 retries) so `Interval` can always be sent to libpod. Docker's file log drivers
+//! (`json-file`, `local`) become Podman's `k8s-file`, as Podman does itself.
 //!
 //! Refuses: `deploy.replicas`/`scale` other than 1 and `deploy.mode: global` (one device runs
 //! one container per service), device reservations (`gpus`-style access is the device
-//! policy's decision). Ignores with a [`Warning`]: swarm-only `deploy` keys, `reservations`,
-//! `restart_policy.delay`/`window`, `healthcheck.start_interval`, and a healthcheck without
-//! `test` (libpod cannot retime the image's own check).
+//! policy's decision), `max_attempts` with a restart condition other than `on-failure`
+//! (Podman, like docker, counts retries only for on-failure), log drivers Podman lacks.
+//! Ignores with a [`Warning`]: swarm-only `deploy` keys, CPU reservations,
+//! `restart_policy.delay`/`window`, `healthcheck.start_interval`, log options `max-file` and
+//! `compress`, and a healthcheck without `test` (libpod cannot retime the image's own check).
 
 use super::error::{ComposeError, Warning};
 use super::tree::Node;
@@ -72,6 +75,41 @@ pub struct Limits {
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub pids: Option<i64>,
+    // Added after the first release: left out of the config hash while unset (see
+    // `ServiceSpec`).
+    /// `cpu_shares`: relative CPU weight (cgroup `cpu.shares`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    /// `mem_reservation` or `deploy.resources.reservations.memory`: the soft memory limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<u64>,
+    /// `memswap_limit`: memory plus swap, in bytes; `-1` is unlimited swap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<i64>,
+}
+
+/// Log drivers margo-agent passes to Podman. Docker's file drivers (`json-file`, `local`)
+/// become Podman's file driver `k8s-file`, as Podman itself does for `json-file`.
+const LOG_DRIVERS: &[(&str, &str)] = &[
+    ("json-file", "k8s-file"),
+    ("local", "k8s-file"),
+    ("k8s-file", "k8s-file"),
+    ("journald", "journald"),
+    ("none", "none"),
+];
+
+/// `logging`: where the container's output goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Logging {
+    /// Podman's driver name; `None` keeps Podman's configured default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// `max-size`: the log file is truncated past this many bytes (file driver only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// `tag`: the log tag (journald's `SYSLOG_IDENTIFIER`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 pub(super) fn restart(v: &Node<'_>) -> Result<Restart, ComposeError> {
@@ -187,6 +225,64 @@ pub(super) struct Deploy {
     pub restart: Option<Restart>,
 }
 
+/// `logging: {driver, options}`.
+pub(super) fn logging(
+    v: &Node<'_>,
+    service: &str,
+    warnings: &mut Vec<Warning>,
+) -> Result<Logging, ComposeError> {
+    let mut l = Logging::default();
+    for (k, e) in v.entries()? {
+        match k {
+            "driver" => {
+                let name = e.string()?;
+                let Some((_, podman)) = LOG_DRIVERS.iter().find(|(d, _)| *d == name) else {
+                    return Err(ComposeError::unsupported(
+                        Some(service),
+                        "logging.driver",
+                        format!(
+                            "log driver {name:?}: Podman logs to json-file/local/k8s-file (as k8s-file), journald or none"
+                        ),
+                    ));
+                };
+                l.driver = Some((*podman).to_string());
+            }
+            "options" => {
+                if e.is_null() {
+                    continue;
+                }
+                for (ok, oe) in e.entries()? {
+                    match ok {
+                        "max-size" => l.max_size = Some(oe.bytes()?),
+                        "tag" => l.tag = Some(oe.string()?),
+                        "max-file" | "compress" => {
+                            oe.string()?;
+                            warnings.push(Warning::Ignored {
+                                path: oe.path.clone(),
+                                reason: "Podman's k8s-file driver keeps one file, truncated at max-size; it does not rotate or compress",
+                            });
+                        }
+                        _ => {
+                            return Err(ComposeError::unsupported(
+                                Some(service),
+                                &format!("logging.options.{ok}"),
+                                "supported log options are max-size, tag (and max-file, compress, ignored)",
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => return Err(e.invalid("unknown logging key; expected driver or options")),
+        }
+    }
+    if l.max_size.is_some() && l.driver.as_deref().is_some_and(|d| d != "k8s-file") {
+        return Err(v.invalid(
+            "max-size applies only to the file log drivers (json-file, local, k8s-file)",
+        ));
+    }
+    Ok(l)
+}
+
 pub(super) fn read_deploy(
     v: &Node<'_>,
     service: &str,
@@ -212,23 +308,30 @@ pub(super) fn read_deploy(
             "resources" => {
                 for (rk, re) in e.entries()? {
                     match rk {
-                        "limits" => d.limits = deploy_limits(&re)?,
+                        "limits" => {
+                            let reservation = d.limits.memory_reservation;
+                            d.limits = deploy_limits(&re)?;
+                            d.limits.memory_reservation = reservation;
+                        }
                         "reservations" => {
-                            if re
-                                .entries()?
-                                .iter()
-                                .any(|(k, _)| *k == "devices" || *k == "generic_resources")
-                            {
-                                return Err(ComposeError::unsupported(
-                                    Some(service),
-                                    "deploy.resources.reservations.devices",
-                                    "device access is decided by the device policy, not the compose file",
-                                ));
+                            for (xk, xe) in re.entries()? {
+                                match xk {
+                                    // As docker compose does: the soft memory limit.
+                                    "memory" => d.limits.memory_reservation = Some(xe.bytes()?),
+                                    "devices" | "generic_resources" => {
+                                        return Err(ComposeError::unsupported(
+                                            Some(service),
+                                            &format!("deploy.resources.reservations.{xk}"),
+                                            "device access is decided by the device policy, not the compose file",
+                                        ));
+                                    }
+                                    "cpus" => warnings.push(Warning::Ignored {
+                                        path: xe.path.clone(),
+                                        reason: "a CPU reservation only guides swarm scheduling",
+                                    }),
+                                    _ => return Err(xe.invalid("unknown reservation; expected cpus, memory, devices, generic_resources")),
+                                }
                             }
-                            warnings.push(Warning::Ignored {
-                                path: re.path.clone(),
-                                reason: "reservations only guide swarm scheduling",
-                            });
                         }
                         _ => return Err(re.invalid("unknown key; expected limits or reservations")),
                     }
@@ -292,11 +395,16 @@ fn deploy_restart(v: &Node<'_>, warnings: &mut Vec<Warning>) -> Result<Restart, 
             }
         }
     }
+    if r.max_retries.is_some() && r.policy != RestartPolicy::OnFailure {
+        return Err(v.invalid(
+            "max_attempts applies only to condition: on-failure (Podman counts retries only then)",
+        ));
+    }
     Ok(r)
 }
 
-/// `deploy.resources.limits` wins; a legacy key (`mem_limit`, `cpus`, `pids_limit`) that
-/// contradicts it is an error rather than a silent choice.
+/// `deploy.resources.limits` wins; a legacy key (`mem_limit`, `cpus`, `pids_limit`,
+/// `mem_reservation`) that contradicts it is an error rather than a silent choice.
 pub(super) fn merge_limits(
     node: &Node<'_>,
     legacy: Limits,
@@ -308,17 +416,47 @@ pub(super) fn merge_limits(
         legacy: Option<T>,
         deploy: Option<T>,
     ) -> Result<Option<T>, ComposeError> {
+        let section = if what == "mem_reservation" {
+            "deploy.resources.reservations"
+        } else {
+            "deploy.resources.limits"
+        };
         match (legacy, deploy) {
             (Some(a), Some(b)) if a != b => {
-                Err(node.invalid(format!("{what} and deploy.resources.limits disagree")))
+                Err(node.invalid(format!("{what} and {section} disagree")))
             }
             (a, b) => Ok(b.or(a)),
         }
     }
+    let memory = pick(node, "mem_limit", legacy.memory, deploy.memory)?;
+    if let Some(swap) = legacy.memory_swap {
+        // Docker's rule: memswap_limit is memory plus swap, so it needs a memory limit and
+        // cannot be below it.
+        match memory {
+            None => {
+                return Err(node
+                    .invalid("memswap_limit needs mem_limit (or deploy.resources.limits.memory)"));
+            }
+            Some(m) if swap != -1 && u64::try_from(swap).is_ok_and(|s| s < m) => {
+                return Err(
+                    node.invalid("memswap_limit is memory plus swap and cannot be below mem_limit")
+                );
+            }
+            Some(_) => {}
+        }
+    }
     Ok(Limits {
-        memory: pick(node, "mem_limit", legacy.memory, deploy.memory)?,
+        memory,
         cpus: pick(node, "cpus", legacy.cpus, deploy.cpus)?,
         pids: pick(node, "pids_limit", legacy.pids, deploy.pids)?,
+        cpu_shares: legacy.cpu_shares,
+        memory_reservation: pick(
+            node,
+            "mem_reservation",
+            legacy.memory_reservation,
+            deploy.memory_reservation,
+        )?,
+        memory_swap: legacy.memory_swap,
     })
 }
 
@@ -426,6 +564,107 @@ mod tests {
     }
 
     #[test]
+    fn reads_cpu_shares_memory_reservation_and_swap() {
+        let (s, _) = web("mem_limit: 64m
+mem_reservation: 32m
+memswap_limit: 128m
+cpu_shares: 512")
+        .unwrap();
+        assert_eq!(s.limits.memory_reservation, Some(32 << 20));
+        assert_eq!(s.limits.memory_swap, Some(128 << 20));
+        assert_eq!(s.limits.cpu_shares, Some(512));
+        let (s, _) = web("mem_limit: 64m
+memswap_limit: -1")
+        .unwrap();
+        assert_eq!(s.limits.memory_swap, Some(-1));
+        let (s, w) =
+            web("deploy: {resources: {reservations: {memory: 16m, cpus: '0.1'}, limits: {memory: 64m}}}")
+                .unwrap();
+        assert_eq!(s.limits.memory_reservation, Some(16 << 20));
+        assert_eq!(s.limits.memory, Some(64 << 20));
+        assert_eq!(w.len(), 1, "cpu reservation warned: {w:?}");
+        assert_eq!(
+            web("memswap_limit: 1g").unwrap_err().to_string(),
+            "services.web: memswap_limit needs mem_limit (or deploy.resources.limits.memory)"
+        );
+        assert!(
+            web("mem_limit: 1g
+memswap_limit: 512m")
+            .is_err()
+        );
+        assert!(
+            web("mem_reservation: 1g
+deploy: {resources: {reservations: {memory: 2g}}}")
+            .unwrap_err()
+            .to_string()
+            .contains("mem_reservation and deploy.resources.reservations disagree")
+        );
+        assert_eq!(
+            web("cpu_shares: -2").unwrap_err().to_string(),
+            "services.web.cpu_shares: expected a non-negative integer, found a number"
+        );
+    }
+
+    #[test]
+    fn maps_log_drivers_and_options() {
+        let l = |body: &str| web(body).map(|(s, w)| (s.logging.unwrap(), w.len()));
+        let (log, warned) =
+            l("logging: {driver: json-file, options: {max-size: 10m, max-file: '3', tag: web}}")
+                .unwrap();
+        assert_eq!(
+            log,
+            Logging {
+                driver: Some("k8s-file".into()),
+                max_size: Some(10 << 20),
+                tag: Some("web".into())
+            }
+        );
+        assert_eq!(warned, 1, "max-file is ignored with a warning");
+        assert_eq!(
+            l("logging: {driver: local}").unwrap().0.driver.as_deref(),
+            Some("k8s-file")
+        );
+        assert_eq!(
+            l("logging: {driver: none}").unwrap().0.driver.as_deref(),
+            Some("none")
+        );
+        assert_eq!(
+            l("logging: {driver: journald, options: {tag: x}}")
+                .unwrap()
+                .0
+                .driver
+                .as_deref(),
+            Some("journald")
+        );
+        let e = web("logging: {driver: syslog}").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "service \"web\": key \"logging.driver\" is not supported: log driver \"syslog\": \
+             Podman logs to json-file/local/k8s-file (as k8s-file), journald or none"
+        );
+        let e = web("logging: {options: {labels: a}}").unwrap_err();
+        assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED");
+        assert!(e.to_string().contains("logging.options.labels"), "{e}");
+        assert!(web("logging: {driver: journald, options: {max-size: 1m}}").is_err());
+        assert!(
+            web("logging: {drive: none}")
+                .unwrap_err()
+                .to_string()
+                .starts_with("services.web.logging.drive: ")
+        );
+    }
+
+    #[test]
+    fn refuses_max_attempts_without_on_failure() {
+        let e = web("deploy: {restart_policy: {condition: any, max_attempts: 3}}").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("services.web.deploy.restart_policy: max_attempts applies only"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn deploy_limits_and_legacy_keys_merge_or_conflict() {
         let (s, _) = web("mem_limit: 256m\ncpus: 0.5\npids_limit: 100").unwrap();
         assert_eq!(
@@ -433,7 +672,8 @@ mod tests {
             Limits {
                 memory: Some(256 << 20),
                 cpus: Some(0.5),
-                pids: Some(100)
+                pids: Some(100),
+                ..Limits::default()
             }
         );
         let (s, _) =
@@ -444,7 +684,8 @@ mod tests {
             Limits {
                 memory: Some(1 << 30),
                 cpus: Some(2.0),
-                pids: None
+                pids: None,
+                ..Limits::default()
             }
         );
         let e = web("mem_limit: 1g\ndeploy: {resources: {limits: {memory: 2g}}}").unwrap_err();

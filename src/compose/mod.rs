@@ -14,7 +14,7 @@
 //! | `$VAR` interpolation | [`interpolate`] | values only, path in every error |
 //! | `.env` / `env_file` | [`dotenv`] | |
 //! | top level, networks, volumes | [`mod@file`] | `x-*` dropped before interpolation |
-//! | one service, key by key | [`service`], [`mounts`], [`lifecycle`] | |
+//! | one service, key by key | [`service`], [`mounts`], [`lifecycle`], [`isolation`] | |
 //! | ports, volume strings, commands, signals | [`syntax`] | |
 //! | names, env merge, references, validation | [`project`] | |
 //! | relative paths kept inside the package | [`paths`] | |
@@ -23,23 +23,23 @@
 //! | libpod bodies, labels, config hash | [`libpod`] | |
 //! | desired vs actual | [`mod@plan`] | |
 //!
-//! # Supported in this first cut
+//! # Supported
 //! Top level: `name`, `version` (ignored), `services`, `networks` (`driver: bridge`,
 //! `internal`, `external`, `name`, `labels`, `enable_ipv6`, `ipam.config` subnet/gateway),
-//! `volumes` (`driver: local`, `driver_opts`, `external`, `name`, `labels`), `x-*`, YAML
-//! anchors and merge keys.
+//! `volumes` (`driver: local`, `driver_opts`, `external`, `name`, `labels`), `secrets` and
+//! `configs` from a `file:` in the package, `x-*`, YAML anchors and merge keys.
 //!
-//! Service keys: see [`service::SUPPORTED_SERVICE_KEYS`]. `deploy` supports `resources.limits`
-//! (`cpus`, `memory`, `pids`), `restart_policy` (`condition`, `max_attempts`), `replicas: 1`
-//! and `mode: replicated`; swarm-only `deploy` keys and `reservations` are ignored with a
-//! [`Warning`].
+//! Service keys: see [`service::SUPPORTED_SERVICE_KEYS`] and `docs/compose.md`. `deploy`
+//! supports `resources.limits` (`cpus`, `memory`, `pids`), `resources.reservations.memory`,
+//! `restart_policy` (`condition`, `max_attempts`), `replicas: 1` and `mode: replicated`;
+//! swarm-only `deploy` keys and CPU reservations are ignored with a [`Warning`].
 //!
 //! # Refused
-//! Anything else is an error naming the key and the service, with a reason: `build`,
-//! `develop`, `extends`, `include`, `deploy.replicas` > 1, `deploy.mode: global`, `runtime`,
-//! `volumes_from`, `userns_mode`, `cgroup_parent`, … are refused for good; compose-spec keys
-//! not implemented yet (`devices`, `logging`, `secrets`, …) say so. Refusing is deliberate:
-//! a device that silently ignores a key runs something other than what was deployed.
+//! Anything else is an error naming the key and the service, with a reason
+//! ([`service::REFUSED_SERVICE_KEYS`]): `build`, `develop`, `extends`, `include`,
+//! `deploy.replicas` > 1, `deploy.mode: global`, `runtime`, `volumes_from`, `userns_mode`,
+//! `cgroup_parent`, Windows-only keys, … Refusing is deliberate: a device that silently
+//! ignores a key runs something other than what was deployed.
 //!
 //! # Design choices
 //! - **Paths resolve at load, not at create.** Relative bind sources and `env_file`s are made
@@ -59,6 +59,7 @@ pub mod error;
 pub mod file;
 pub mod health;
 pub mod interpolate;
+pub mod isolation;
 pub mod libpod;
 pub mod lifecycle;
 pub mod mounts;

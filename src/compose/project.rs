@@ -18,9 +18,10 @@ use super::file::{ComposeFile, Subnet};
 use super::interpolate::Lookup;
 use super::order::dependency_order;
 use super::paths::inside_project;
+use super::service::NetworkAttachment;
 use super::service::{
-    Condition, Dependency, Healthcheck, Limits, Mount, NetworkMode, PullPolicy, Restart,
-    RestartPolicy, Service,
+    Condition, Dependency, FileRef, Healthcheck, Limits, Logging, Mount, NetworkMode, PullPolicy,
+    Restart, RestartPolicy, Service, Ulimit,
 };
 use super::syntax::Port;
 use crate::oci::reference::Reference;
@@ -127,10 +128,42 @@ pub struct ServiceSpec {
     pub ipc: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctls: BTreeMap<String, String>,
+    /// `ulimits` by docker name (`nofile`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_opt: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domainname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    /// Static addresses by Podman network name (only networks that have one).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, Addresses>,
     pub dns: Vec<String>,
     pub extra_hosts: Vec<String>,
     pub limits: Limits,
     pub profiles: Vec<String>,
+}
+
+/// Static addresses of a container on one network (`ipv4_address`, `ipv6_address`,
+/// `mac_address`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Addresses {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// How a container is networked.
@@ -241,6 +274,13 @@ pub fn normalise(
                 return Err(missing_service(&path, "depends_on", target, file));
             }
         }
+        if s.network_mode.is_some() && s.mac_address.is_some() {
+            return Err(ComposeError::invalid(
+                &format!("{path}.mac_address"),
+                "a MAC address needs a project network; network_mode is set",
+            ));
+        }
+        let mut addresses = BTreeMap::new();
         let network = match &s.network_mode {
             Some(NetworkMode::Host) => ServiceNetwork::Host,
             Some(NetworkMode::None) => ServiceNetwork::None,
@@ -263,6 +303,7 @@ pub fn normalise(
                 &project,
                 file,
                 &mut used_networks,
+                &mut addresses,
             )?),
         };
         let mut mounts = Vec::new();
@@ -276,6 +317,15 @@ pub fn normalise(
                 cx.working_dir,
                 &mut used_volumes,
             )?);
+        }
+        for (kind, refs, defs) in [
+            ("secrets", &s.secrets, &file.secrets),
+            ("configs", &s.configs, &file.configs),
+        ] {
+            for (i, r) in refs.iter().enumerate() {
+                let rpath = format!("{path}.{kind}[{i}]");
+                mounts.push(file_mount(kind, r, defs, &rpath, cx.working_dir)?);
+            }
         }
         specs.insert(
             name.to_string(),
@@ -312,10 +362,20 @@ pub fn normalise(
                 cap_add: s.cap_add.clone(),
                 cap_drop: s.cap_drop.clone(),
                 devices: s.devices.clone(),
-                security_opt: s.security_opt.clone(),
+                security_opt: security_opt(&s.security_opt, &path, cx.working_dir)?,
                 pid: s.pid.clone(),
                 ipc: s.ipc.clone(),
                 sysctls: s.sysctls.clone(),
+                ulimits: s.ulimits.clone(),
+                shm_size: s.shm_size,
+                group_add: s.group_add.clone(),
+                oom_score_adj: s.oom_score_adj,
+                annotations: s.annotations.clone(),
+                dns_search: s.dns_search.clone(),
+                dns_opt: s.dns_opt.clone(),
+                domainname: s.domainname.clone(),
+                logging: s.logging.clone(),
+                addresses,
                 dns: s.dns.clone(),
                 extra_hosts: s.extra_hosts.clone(),
                 limits: s.limits,
@@ -323,6 +383,7 @@ pub fn normalise(
             },
         );
     }
+    link(&enabled, file, &mut specs)?;
     let graph = specs
         .iter()
         .map(|(k, s)| (k.clone(), s.depends_on.keys().cloned().collect()))
@@ -348,6 +409,8 @@ pub fn normalise(
 
 /// The project networks a service joins (`default` when it names none), by Podman name,
 /// with its DNS aliases: the service name, its `container_name`, then configured aliases.
+/// Static addresses go to `addresses`; a service-level `mac_address` needs exactly one
+/// network.
 fn attach(
     service: &str,
     s: &Service,
@@ -355,17 +418,22 @@ fn attach(
     project: &str,
     file: &ComposeFile,
     used_networks: &mut BTreeSet<String>,
+    addresses: &mut BTreeMap<String, Addresses>,
 ) -> Result<BTreeMap<String, Vec<String>>, ComposeError> {
-    let keys: Vec<(&str, &[String])> = if s.networks.is_empty() {
-        vec![("default", &[])]
+    let default = NetworkAttachment::default();
+    let keys: Vec<(&str, &NetworkAttachment)> = if s.networks.is_empty() {
+        vec![("default", &default)]
     } else {
-        s.networks
-            .iter()
-            .map(|(k, a)| (k.as_str(), a.as_slice()))
-            .collect()
+        s.networks.iter().map(|(k, a)| (k.as_str(), a)).collect()
     };
+    if s.mac_address.is_some() && keys.len() > 1 {
+        return Err(ComposeError::invalid(
+            &format!("services.{service}.mac_address"),
+            "the service joins several networks; set mac_address under networks.<name> instead",
+        ));
+    }
     let mut attached = BTreeMap::new();
-    for (key, extra) in keys {
+    for (key, a) in keys {
         if key != "default" && !file.networks.contains_key(key) {
             return Err(ComposeError::invalid(
                 &format!("services.{service}.networks"),
@@ -377,11 +445,139 @@ fn attach(
         if s.container_name.is_some() {
             aliases.push(container_name.to_string());
         }
-        aliases.extend(extra.iter().cloned());
+        aliases.extend(a.aliases.iter().cloned());
         dedup_keep_order(&mut aliases);
-        attached.insert(network_spec(project, file, key).name, aliases);
+        let net_name = network_spec(project, file, key).name;
+        let fixed = Addresses {
+            ips: [&a.ipv4_address, &a.ipv6_address]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+            mac: a.mac_address.clone().or_else(|| s.mac_address.clone()),
+        };
+        if fixed != Addresses::default() {
+            addresses.insert(net_name.clone(), fixed);
+        }
+        attached.insert(net_name, aliases);
     }
     Ok(attached)
+}
+
+/// `links`: the linked service must be enabled; it starts first, and answers to the link
+/// alias on every network it shares with the linking service. (Docker scopes a link alias to
+/// the linking container; on a Podman network the alias is visible to the whole network.)
+fn link(
+    enabled: &BTreeMap<&str, &Service>,
+    file: &ComposeFile,
+    specs: &mut BTreeMap<String, ServiceSpec>,
+) -> Result<(), ComposeError> {
+    let networks_of = |spec: Option<&ServiceSpec>| -> BTreeSet<String> {
+        match spec.map(|s| &s.network) {
+            Some(ServiceNetwork::Networks(n)) => n.keys().cloned().collect(),
+            _ => BTreeSet::new(),
+        }
+    };
+    for (&name, s) in enabled {
+        let path = format!("services.{name}");
+        for (target, alias) in &s.links {
+            if !specs.contains_key(target) {
+                return Err(missing_service(&path, "links", target, file));
+            }
+            let mine = networks_of(specs.get(name));
+            let shared: Vec<String> = networks_of(specs.get(target))
+                .intersection(&mine)
+                .cloned()
+                .collect();
+            if shared.is_empty() {
+                return Err(ComposeError::invalid(
+                    &format!("{path}.links"),
+                    format!("service {target:?} and this service share no project network"),
+                ));
+            }
+            if let Some(alias) = alias
+                && let Some(ServiceNetwork::Networks(nets)) =
+                    specs.get_mut(target).map(|t| &mut t.network)
+            {
+                for n in &shared {
+                    if let Some(aliases) = nets.get_mut(n)
+                        && !aliases.contains(alias)
+                    {
+                        aliases.push(alias.clone());
+                    }
+                }
+            }
+            if let Some(me) = specs.get_mut(name) {
+                me.depends_on.entry(target.clone()).or_insert(Dependency {
+                    condition: Condition::ServiceStarted,
+                    required: true,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A service's secret or config: a read-only bind of the top-level entry's file, which must
+/// be a file inside the package. Secrets go to `/run/secrets/<name>`, configs to `/<name>`,
+/// unless `target` says otherwise (a relative target is taken under those directories).
+fn file_mount(
+    kind: &str,
+    r: &FileRef,
+    defs: &BTreeMap<String, String>,
+    path: &str,
+    dir: &Path,
+) -> Result<Mount, ComposeError> {
+    let Some(file) = defs.get(&r.source) else {
+        return Err(ComposeError::invalid(
+            path,
+            format!(
+                "{:?} is not declared under the top-level {kind} key",
+                r.source
+            ),
+        ));
+    };
+    let source = inside_project(dir, file, path)?;
+    if !source.is_file() {
+        return Err(ComposeError::invalid(
+            path,
+            format!("{file:?} is not a file in the package"),
+        ));
+    }
+    let base = if kind == "secrets" {
+        "/run/secrets/"
+    } else {
+        "/"
+    };
+    let target = match &r.target {
+        Some(t) if t.starts_with('/') => t.clone(),
+        Some(t) => format!("{base}{t}"),
+        None => format!("{base}{}", r.source),
+    };
+    Ok(Mount::Bind {
+        source: source.to_string_lossy().into_owned(),
+        target,
+        read_only: true,
+        // The file exists (checked above); never let apply create a directory in its place.
+        create_host_path: false,
+        propagation: None,
+        selinux: None,
+    })
+}
+
+/// `security_opt` with a `seccomp=<path>` profile resolved inside the package: a profile
+/// elsewhere on the device is the device policy's business, not the package's.
+fn security_opt(opts: &[String], path: &str, dir: &Path) -> Result<Vec<String>, ComposeError> {
+    opts.iter()
+        .enumerate()
+        .map(|(i, o)| match o.strip_prefix("seccomp=") {
+            Some(p) if p != "unconfined" => {
+                let file = inside_project(dir, p, &format!("{path}.security_opt[{i}]"))?;
+                Ok(format!("seccomp={}", file.to_string_lossy()))
+            }
+            _ => Ok(o.clone()),
+        })
+        .collect()
 }
 
 fn missing_service(path: &str, key: &str, target: &str, file: &ComposeFile) -> ComposeError {
@@ -882,6 +1078,204 @@ pub(crate) mod tests {
             )
             .is_ok()
         );
+    }
+
+    /// A package directory with `files` (relative path, content), loaded as project "demo".
+    fn load_in_package(
+        name: &str,
+        files: &[(&str, &str)],
+        yaml: &str,
+    ) -> (PathBuf, Result<Project, ComposeError>) {
+        let dir = std::env::temp_dir().join(format!("margo-project-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (rel, content) in files {
+            let p = dir.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = file::parse(yaml, &dir.join("compose.yaml"), &|_| None, &mut Vec::new()).unwrap();
+        let cx = Context {
+            project_name: "demo",
+            working_dir: &dir,
+            config_file: &dir.join("compose.yaml"),
+            profiles: &[],
+            lookup: &|_| None,
+        };
+        let p = normalise(&f, &cx, &mut Vec::new());
+        (dir, p)
+    }
+
+    #[test]
+    fn secrets_and_configs_become_read_only_binds_of_package_files() {
+        let yaml = "services:\n  web:\n    image: x\n    secrets: [token, {source: cert, target: tls.pem}]\n    \
+                    configs: [app, {source: app, target: /etc/app.conf}]\n\
+                    secrets: {token: {file: ./secrets/token}, cert: {file: cert.pem}}\nconfigs: {app: {file: conf/app.conf}}";
+        let files = [
+            ("secrets/token", "t"),
+            ("cert.pem", "c"),
+            ("conf/app.conf", "a"),
+        ];
+        let (dir, p) = load_in_package("secrets", &files, yaml);
+        let p = p.unwrap();
+        let binds: Vec<(String, String, bool, bool)> = p.services[0]
+            .mounts
+            .iter()
+            .map(|m| match m {
+                Mount::Bind {
+                    source,
+                    target,
+                    read_only,
+                    create_host_path,
+                    ..
+                } => (
+                    source.clone(),
+                    target.clone(),
+                    *read_only,
+                    *create_host_path,
+                ),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let at = |rel: &str| dir.join(rel).to_string_lossy().into_owned();
+        assert_eq!(
+            binds,
+            [
+                (
+                    at("secrets/token"),
+                    "/run/secrets/token".to_string(),
+                    true,
+                    false
+                ),
+                (
+                    at("cert.pem"),
+                    "/run/secrets/tls.pem".to_string(),
+                    true,
+                    false
+                ),
+                (at("conf/app.conf"), "/app".to_string(), true, false),
+                (
+                    at("conf/app.conf"),
+                    "/etc/app.conf".to_string(),
+                    true,
+                    false
+                ),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn refuses_secrets_outside_the_package_missing_or_undeclared() {
+        let (dir, p) = load_in_package(
+            "secret-escape",
+            &[],
+            "services: {web: {image: x, secrets: [s]}}\nsecrets: {s: {file: ../../etc/passwd}}",
+        );
+        let e = p.unwrap_err();
+        assert!(
+            e.to_string().starts_with("services.web.secrets[0]: "),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("leads outside the project directory"),
+            "{e}"
+        );
+        let (_, p) = load_in_package(
+            "secret-missing",
+            &[],
+            "services: {web: {image: x, configs: [c]}}\nconfigs: {c: {file: nope.conf}}",
+        );
+        assert_eq!(
+            p.unwrap_err().to_string(),
+            "services.web.configs[0]: \"nope.conf\" is not a file in the package"
+        );
+        let (_, p) = load_in_package(
+            "secret-undeclared",
+            &[],
+            "services: {web: {image: x, secrets: [s]}}",
+        );
+        assert_eq!(
+            p.unwrap_err().to_string(),
+            "services.web.secrets[0]: \"s\" is not declared under the top-level secrets key"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+        let e = from_yaml_err("services: {web: {image: x}}\nsecrets: {s: {environment: TOKEN}}");
+        assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED");
+        assert!(e.to_string().contains("secrets.s.environment"), "{e}");
+        let e = from_yaml_err("services: {web: {image: x}}\nconfigs: {c: {content: hi}}");
+        assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED");
+        let e = from_yaml_err("services: {web: {image: x}}\nsecrets: {s: {external: true}}");
+        assert!(
+            e.to_string().contains("only from a file: in the package"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn seccomp_profiles_resolve_inside_the_package_only() {
+        let p = from_yaml(
+            "services: {web: {image: x, security_opt: ['seccomp=./sec.json', 'seccomp:unconfined']}}",
+        );
+        assert_eq!(
+            p.services[0].security_opt,
+            ["seccomp=/srv/pkg/sec.json", "seccomp=unconfined"]
+        );
+        let e = from_yaml_err("services: {web: {image: x, security_opt: ['seccomp=/etc/x.json']}}");
+        assert!(
+            e.to_string().starts_with("services.web.security_opt[0]: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn static_addresses_go_to_their_network() {
+        let p = from_yaml(
+            "services:\n  a: {image: x, networks: {lan: {ipv4_address: 10.1.0.5, mac_address: '02:00:00:00:00:05'}, other: }}\n  \
+             b: {image: x, mac_address: '02:00:00:00:00:06'}\nnetworks: {lan: , other: }",
+        );
+        let a = &p.service("a").unwrap().addresses;
+        assert_eq!(a.len(), 1);
+        assert_eq!(a["demo_lan"].ips, ["10.1.0.5"]);
+        assert_eq!(a["demo_lan"].mac.as_deref(), Some("02:00:00:00:00:05"));
+        let b = &p.service("b").unwrap().addresses;
+        assert_eq!(b["demo_default"].mac.as_deref(), Some("02:00:00:00:00:06"));
+        let e = from_yaml_err(
+            "services: {a: {image: x, mac_address: '02:00:00:00:00:05', networks: [l, m]}}\nnetworks: {l: , m: }",
+        );
+        assert!(
+            e.to_string()
+                .starts_with("services.a.mac_address: the service joins several networks"),
+            "{e}"
+        );
+        let e = from_yaml_err(
+            "services: {a: {image: x, mac_address: '02:00:00:00:00:05', network_mode: host}}",
+        );
+        assert!(e.to_string().starts_with("services.a.mac_address: "), "{e}");
+    }
+
+    #[test]
+    fn links_add_the_alias_to_the_linked_service_and_order_startup() {
+        let p = from_yaml(
+            "services:\n  web: {image: x, links: ['db:database', cache]}\n  db: {image: y}\n  cache: {image: z}",
+        );
+        let ServiceNetwork::Networks(n) = &p.service("db").unwrap().network else {
+            panic!()
+        };
+        assert_eq!(n["demo_default"], ["db", "database"]);
+        let web = p.service("web").unwrap();
+        assert_eq!(web.depends_on.keys().collect::<Vec<_>>(), ["cache", "db"]);
+        assert_eq!(p.services.last().unwrap().name, "web");
+        let e = from_yaml_err("services: {web: {image: x, links: [db]}}");
+        assert_eq!(
+            e.to_string(),
+            "services.web.links: service \"db\" is not defined"
+        );
+        let e = from_yaml_err(
+            "services:\n  web: {image: x, links: [db], network_mode: host}\n  db: {image: y}",
+        );
+        assert!(e.to_string().contains("share no project network"), "{e}");
     }
 
     #[test]

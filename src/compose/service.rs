@@ -1,20 +1,24 @@
 //! One service of a compose file, read key by key into typed values.
 //!
-//! Owns: the list of service keys margo-agent accepts, the reason for every key it refuses,
-//! and the typed shape of each accepted key as the file states it (paths still relative,
-//! environment not yet merged with `env_file`, names not yet qualified — that is
-//! [`super::project`]'s job).
+//! Owns the list of service keys margo-agent accepts ([`SUPPORTED_SERVICE_KEYS`]), the reason
+//! for every compose-spec key it refuses ([`REFUSED_SERVICE_KEYS`]; together they are the
+//! spec's list, checked by a test), and the typed shape of each accepted key as the file
+//! states it (paths still relative, environment not yet merged with `env_file`, names not yet
+//! qualified — that is [`super::project`]'s job). Kernel-facing keys (`devices`,
+//! `security_opt`, `ulimits`, …) are read by [`super::isolation`].
 //!
 //! Refuses, each with its own reason: `build`, `develop`, `extends`, `runtime`,
 //! `volumes_from`, `userns_mode`, `cgroup_parent`, `external_links`, `gpus`, lifecycle hooks,
-//! `deploy.replicas` other than 1, `deploy.mode: global`; compose-spec keys not implemented
-//! yet are refused as such, and a key in no specification is refused as unknown. Nothing is
-//! silently dropped: keys without effect on one Podman host (swarm-only `deploy` settings)
-//! produce a [`Warning`].
+//! Windows-only and swarm-only keys, `deploy.replicas` other than 1, `deploy.mode: global`;
+//! a key in no specification is refused as unknown. Nothing is silently dropped: keys without
+//! effect on one Podman host produce a [`Warning`], or are documented no-ops (`expose`,
+//! `attach`).
 
 use super::error::{ComposeError, Warning};
+use super::isolation;
+pub use super::isolation::Ulimit;
 use super::lifecycle::{self, Deploy};
-pub use super::lifecycle::{Healthcheck, Limits, Restart, RestartPolicy};
+pub use super::lifecycle::{Healthcheck, Limits, Logging, Restart, RestartPolicy};
 use super::mounts;
 pub use super::mounts::Mount;
 use super::syntax::{self, Port, Protocol};
@@ -23,20 +27,23 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Service keys accepted by this first cut (besides `x-*`, dropped before reading).
+/// Service keys margo-agent accepts (besides `x-*`, dropped before reading).
 #[rustfmt::skip]
 pub const SUPPORTED_SERVICE_KEYS: &[&str] = &[
-    "cap_add", "cap_drop", "command", "container_name", "cpus", "depends_on", "deploy", "dns",
-    "entrypoint", "env_file", "environment", "expose", "extra_hosts", "healthcheck", "hostname",
-    "image", "init", "labels", "mem_limit", "network_mode", "networks", "pids_limit",
-    "platform", "ports", "privileged", "profiles", "pull_policy", "read_only", "restart",
-    "scale", "stdin_open", "stop_grace_period", "stop_signal", "tmpfs", "tty", "user",
-    "volumes", "working_dir",
+    "annotations", "attach", "cap_add", "cap_drop", "command", "configs", "container_name",
+    "cpu_shares", "cpus", "depends_on", "deploy", "devices", "dns", "dns_opt", "dns_search",
+    "domainname", "entrypoint", "env_file", "environment", "expose", "extra_hosts",
+    "group_add", "healthcheck", "hostname", "image", "init", "ipc", "labels", "links",
+    "logging", "mac_address", "mem_limit", "mem_reservation", "memswap_limit",
+    "network_mode", "networks", "oom_score_adj", "pid", "pids_limit", "platform", "ports",
+    "privileged", "profiles", "pull_policy", "read_only", "restart", "scale", "secrets",
+    "security_opt", "shm_size", "stdin_open", "stop_grace_period", "stop_signal", "sysctls",
+    "tmpfs", "tty", "ulimits", "user", "volumes", "working_dir",
 ];
 
-/// Keys refused for good, with the reason shown to the operator.
+/// Keys refused, with the reason shown to the operator.
 #[rustfmt::skip]
-const REFUSED_SERVICE_KEYS: &[(&str, &str)] = &[
+pub const REFUSED_SERVICE_KEYS: &[(&str, &str)] = &[
     ("build", "margo-agent runs prebuilt images only"),
     ("develop", "it configures development-time file watching, not a device"),
     ("extends", "the package must hold one self-contained compose file"),
@@ -44,24 +51,31 @@ const REFUSED_SERVICE_KEYS: &[(&str, &str)] = &[
     ("volumes_from", "share data through named volumes instead"),
     ("userns_mode", "user namespaces are set by the device's Podman configuration"),
     ("cgroup_parent", "containers stay in the cgroup Podman gives them"),
+    ("cgroup", "containers use the cgroup namespace mode of the device's Podman configuration"),
     ("external_links", "links to containers outside the project are not supported"),
     ("gpus", "device access is decided by the device policy, not the compose file"),
+    ("device_cgroup_rules", "device access is decided by the device policy, not the compose file"),
     ("post_start", "lifecycle hooks are not supported"),
     ("pre_stop", "lifecycle hooks are not supported"),
     ("provider", "provider services are not supported"),
     ("use_api_socket", "workloads get no access to the container engine's socket"),
-];
-
-/// Compose-spec service keys that a later version will support.
-#[rustfmt::skip]
-const NOT_YET_SERVICE_KEYS: &[&str] = &[
-    "annotations", "attach", "blkio_config", "cgroup", "configs", "cpu_count", "cpu_percent",
-    "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpuset",
-    "credential_spec", "device_cgroup_rules", "devices", "dns_opt", "dns_search", "domainname",
-    "group_add", "ipc", "isolation", "label_file", "links", "logging", "mac_address",
-    "mem_reservation", "mem_swappiness", "memswap_limit", "models", "oom_kill_disable",
-    "oom_score_adj", "pid", "pull_refresh_after", "secrets", "security_opt", "shm_size",
-    "storage_opt", "sysctls", "ulimits", "uts",
+    ("models", "model runners are not supported"),
+    ("credential_spec", "it configures Windows containers only"),
+    ("isolation", "it configures Windows containers only"),
+    ("cpu_count", "it configures Windows containers only; use cpus"),
+    ("cpu_percent", "it configures Windows containers only; use cpus"),
+    ("cpu_period", "margo-agent derives the CFS period and quota from cpus; use cpus"),
+    ("cpu_quota", "margo-agent derives the CFS period and quota from cpus; use cpus"),
+    ("cpu_rt_period", "real-time CPU scheduling is not supported"),
+    ("cpu_rt_runtime", "real-time CPU scheduling is not supported"),
+    ("cpuset", "pinning containers to CPUs is the device's decision, not the compose file's"),
+    ("blkio_config", "block I/O weights and throttling are not supported"),
+    ("mem_swappiness", "swappiness is a cgroup v1 setting margo-agent does not pass on"),
+    ("oom_kill_disable", "a container without the OOM killer can exhaust the device's memory"),
+    ("storage_opt", "container storage options are set by the device's Podman configuration"),
+    ("uts", "containers keep their own UTS namespace (hostname)"),
+    ("label_file", "write the labels under labels: in the compose file"),
+    ("pull_refresh_after", "images are pulled by pull_policy only"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -111,6 +125,24 @@ pub enum PullPolicy {
     Missing,
 }
 
+/// One entry of a service's `networks`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetworkAttachment {
+    pub aliases: Vec<String>,
+    pub ipv4_address: Option<String>,
+    pub ipv6_address: Option<String>,
+    pub mac_address: Option<String>,
+}
+
+/// A service's use of a top-level `secrets` or `configs` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    /// The top-level key.
+    pub source: String,
+    /// As written; `None` for the default (`/run/secrets/<source>`, `/<source>`).
+    pub target: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvFile {
     pub path: String,
@@ -130,8 +162,8 @@ pub struct Service {
     pub env_file: Vec<EnvFile>,
     pub ports: Vec<Port>,
     pub mounts: Vec<Mount>,
-    /// Network key → extra aliases. Empty means the project's `default` network.
-    pub networks: BTreeMap<String, Vec<String>>,
+    /// Network key → aliases and addresses. Empty means the project's `default` network.
+    pub networks: BTreeMap<String, NetworkAttachment>,
     pub network_mode: Option<NetworkMode>,
     pub restart: Option<Restart>,
     pub labels: BTreeMap<String, String>,
@@ -159,9 +191,24 @@ pub struct Service {
     /// `ipc`: `host`, `private`, `shareable`, `service:x`.
     pub ipc: Option<String>,
     pub sysctls: BTreeMap<String, String>,
+    pub ulimits: BTreeMap<String, Ulimit>,
+    pub shm_size: Option<u64>,
+    pub group_add: Vec<String>,
+    pub oom_score_adj: Option<i64>,
+    pub annotations: BTreeMap<String, String>,
     pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_opt: Vec<String>,
+    pub domainname: Option<String>,
+    /// Service-level `mac_address` (for its only network).
+    pub mac_address: Option<String>,
     /// `host:address` entries.
     pub extra_hosts: Vec<String>,
+    /// `links`: (service, alias) pairs.
+    pub links: Vec<(String, Option<String>)>,
+    pub logging: Option<Logging>,
+    pub secrets: Vec<FileRef>,
+    pub configs: Vec<FileRef>,
     pub profiles: Vec<String>,
     pub limits: Limits,
     pub pull_policy: PullPolicy,
@@ -210,9 +257,32 @@ pub fn read(
             "cap_add" => s.cap_add = v.string_list()?,
             "cap_drop" => s.cap_drop = v.string_list()?,
             "dns" => s.dns = v.string_or_list()?,
+            "dns_search" => s.dns_search = v.string_or_list()?,
+            "dns_opt" => s.dns_opt = v.string_list()?,
+            "domainname" => s.domainname = v.opt_string()?.filter(|d| !d.is_empty()),
+            "mac_address" => s.mac_address = Some(mac_address(&v)?),
             "extra_hosts" => s.extra_hosts = extra_hosts(&v)?,
+            "links" => s.links = links(&v)?,
             // Documentation only: every port is reachable on the project network anyway.
             "expose" => drop(v.string_list()?),
+            // Whether `docker compose up` shows the service's output; nothing to run.
+            "attach" => drop(v.bool()?),
+            "devices" => s.devices = isolation::devices(&v)?,
+            "security_opt" => s.security_opt = isolation::security_opt(&v)?,
+            "pid" => s.pid = isolation::pid(&v)?,
+            "ipc" => s.ipc = isolation::ipc(&v)?,
+            "sysctls" => s.sysctls = isolation::sysctls(&v)?,
+            "ulimits" => s.ulimits = isolation::ulimits(&v)?,
+            "group_add" => s.group_add = isolation::group_add(&v)?,
+            "shm_size" => s.shm_size = Some(v.bytes()?),
+            "oom_score_adj" => s.oom_score_adj = Some(oom_score_adj(&v)?),
+            "annotations" => s.annotations = labels(&v)?,
+            "logging" => s.logging = Some(lifecycle::logging(&v, name, warnings)?),
+            "secrets" => s.secrets = file_refs(&v, warnings)?,
+            "configs" => s.configs = file_refs(&v, warnings)?,
+            "cpu_shares" => legacy.cpu_shares = Some(v.u64()?),
+            "mem_reservation" => legacy.memory_reservation = Some(v.bytes()?),
+            "memswap_limit" => legacy.memory_swap = Some(memswap(&v)?),
             "profiles" => s.profiles = v.string_list()?,
             "pull_policy" => s.pull_policy = pull_policy(&v, name)?,
             "platform" => s.platform = v.opt_string()?,
@@ -238,8 +308,6 @@ pub fn read(
 fn refuse(service: &str, key: &str) -> ComposeError {
     let reason = if let Some((_, why)) = REFUSED_SERVICE_KEYS.iter().find(|(k, _)| *k == key) {
         (*why).to_string()
-    } else if NOT_YET_SERVICE_KEYS.contains(&key) {
-        "margo-agent does not implement it yet".to_string()
     } else {
         "it is not a compose-spec service key (custom keys must start with x-)".to_string()
     };
@@ -351,35 +419,142 @@ fn long_port(item: &Node<'_>) -> Result<Port, ComposeError> {
     Ok(port)
 }
 
-fn networks(v: &Node<'_>) -> Result<BTreeMap<String, Vec<String>>, ComposeError> {
+fn networks(v: &Node<'_>) -> Result<BTreeMap<String, NetworkAttachment>, ComposeError> {
     let mut out = BTreeMap::new();
     match v.value {
         serde_json::Value::Array(_) => {
             for name in v.string_list()? {
-                out.insert(name, Vec::new());
+                out.insert(name, NetworkAttachment::default());
             }
         }
         serde_json::Value::Object(_) => {
             for (name, n) in v.entries()? {
-                let mut aliases = Vec::new();
+                let mut a = NetworkAttachment::default();
                 if !n.is_null() {
                     for (k, e) in n.entries()? {
                         match k {
-                            "aliases" => aliases = e.string_list()?,
+                            "aliases" => a.aliases = e.string_list()?,
+                            "ipv4_address" => {
+                                a.ipv4_address = Some(ip_address::<std::net::Ipv4Addr>(&e, "IPv4")?)
+                            }
+                            "ipv6_address" => {
+                                a.ipv6_address = Some(ip_address::<std::net::Ipv6Addr>(&e, "IPv6")?)
+                            }
+                            "mac_address" => a.mac_address = Some(mac_address(&e)?),
                             _ => {
-                                return Err(ComposeError::unsupported(
-                                    None,
-                                    &e.path,
-                                    "only aliases are supported on a service's network in this version",
-                                ));
+                                let why = match k {
+                                    "priority" | "gw_priority" => {
+                                        "margo-agent does not order networks or choose the gateway network"
+                                    }
+                                    "link_local_ips" => {
+                                        "link-local addresses are not supported by Podman"
+                                    }
+                                    "driver_opts" => {
+                                        "per-attachment driver options are not supported"
+                                    }
+                                    "interface_name" => "interface names are chosen by Podman",
+                                    _ => {
+                                        "unknown key; a service's network takes aliases, ipv4_address, ipv6_address, mac_address"
+                                    }
+                                };
+                                return Err(ComposeError::unsupported(None, &e.path, why));
                             }
                         }
                     }
                 }
-                out.insert(name.to_string(), aliases);
+                out.insert(name.to_string(), a);
             }
         }
         _ => return Err(v.type_error("a list of network names or a mapping")),
+    }
+    Ok(out)
+}
+
+fn ip_address<T: std::str::FromStr>(v: &Node<'_>, kind: &str) -> Result<String, ComposeError> {
+    let text = v.string()?;
+    text.parse::<T>()
+        .map_err(|_| v.invalid(format!("{text:?} is not an {kind} address")))?;
+    Ok(text)
+}
+
+/// A MAC address, `xx:xx:xx:xx:xx:xx`, kept lowercase.
+fn mac_address(v: &Node<'_>) -> Result<String, ComposeError> {
+    let text = v.string()?;
+    let ok = text.split(':').count() == 6
+        && text
+            .split(':')
+            .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+    if !ok {
+        return Err(v.invalid(format!(
+            "{text:?} is not a MAC address (six hex pairs separated by ':')"
+        )));
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+/// `links`: `service` or `service:alias`.
+fn links(v: &Node<'_>) -> Result<Vec<(String, Option<String>)>, ComposeError> {
+    let mut out = Vec::new();
+    for item in v.items()? {
+        let text = item.string()?;
+        let (service, alias) = match text.split_once(':') {
+            Some((s, a)) => (s.to_string(), Some(a.to_string())),
+            None => (text.clone(), None),
+        };
+        if service.is_empty() || alias.as_deref().is_some_and(str::is_empty) {
+            return Err(item.invalid(format!("{text:?} is not service or service:alias")));
+        }
+        out.push((service, alias));
+    }
+    Ok(out)
+}
+
+/// `oom_score_adj`: -1000 to 1000, as the kernel takes it.
+fn oom_score_adj(v: &Node<'_>) -> Result<i64, ComposeError> {
+    let n = v.i64()?;
+    if !(-1000..=1000).contains(&n) {
+        return Err(v.invalid(format!("{n} is out of range -1000 to 1000")));
+    }
+    Ok(n)
+}
+
+/// `memswap_limit`: a size, or `-1` for unlimited swap.
+fn memswap(v: &Node<'_>) -> Result<i64, ComposeError> {
+    if v.i64().ok() == Some(-1) {
+        return Ok(-1);
+    }
+    let bytes = v.bytes()?;
+    i64::try_from(bytes).map_err(|_| v.invalid(format!("{bytes} bytes is too large")))
+}
+
+/// A service's `secrets` or `configs`: names, or `{source, target, uid, gid, mode}`.
+fn file_refs(v: &Node<'_>, warnings: &mut Vec<Warning>) -> Result<Vec<FileRef>, ComposeError> {
+    let mut out = Vec::new();
+    for item in v.items()? {
+        if !item.value.is_object() {
+            out.push(FileRef {
+                source: item.string()?,
+                target: None,
+            });
+            continue;
+        }
+        let (mut source, mut target) = (None, None);
+        for (k, e) in item.entries()? {
+            match k {
+                "source" => source = Some(e.string()?),
+                "target" => target = e.opt_string()?.filter(|t| !t.is_empty()),
+                "uid" | "gid" | "mode" => {
+                    e.string()?;
+                    warnings.push(Warning::Ignored {
+                        path: e.path.clone(),
+                        reason: "a file-based secret or config is bind-mounted with the file's own owner and mode (as docker compose does); set them on the file in the package",
+                    });
+                }
+                _ => return Err(e.invalid("unknown key; expected source, target, uid, gid, mode")),
+            }
+        }
+        let source = source.ok_or_else(|| item.invalid("a long-form entry needs a source"))?;
+        out.push(FileRef { source, target });
     }
     Ok(out)
 }
@@ -520,6 +695,7 @@ mod tests {
             ("extends: {service: base}", "self-contained"),
             ("develop: {watch: []}", "development-time"),
             ("runtime: runc", "default OCI runtime"),
+            ("cpuset: '0-1'", "device's decision"),
             ("volumes_from: [db]", "named volumes"),
             ("userns_mode: host", "user namespaces"),
             ("cgroup_parent: x", "cgroup"),
@@ -532,12 +708,163 @@ mod tests {
         }
     }
 
+    /// Service keys of compose-spec `schema/compose-spec.json` (`definitions.service`), the
+    /// list the tables above must cover exactly.
+    #[rustfmt::skip]
+    const SPEC_SERVICE_KEYS: &[&str] = &[
+        "develop", "deploy", "annotations", "attach", "build", "blkio_config", "cpu_count",
+        "cpu_percent", "cpu_shares", "cpu_quota", "cpu_period", "cpu_rt_period",
+        "cpu_rt_runtime", "cpus", "cpuset", "cap_add", "cap_drop", "cgroup", "cgroup_parent",
+        "command", "configs", "container_name", "credential_spec", "depends_on",
+        "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search", "domainname",
+        "entrypoint", "env_file", "label_file", "environment", "expose", "extends", "provider",
+        "external_links", "extra_hosts", "gpus", "group_add", "healthcheck", "hostname",
+        "image", "init", "ipc", "isolation", "labels", "links", "logging", "mac_address",
+        "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit", "network_mode",
+        "models", "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit",
+        "platform", "ports", "post_start", "pre_stop", "privileged", "profiles", "pull_policy",
+        "pull_refresh_after", "read_only", "restart", "runtime", "scale", "security_opt",
+        "shm_size", "secrets", "sysctls", "stdin_open", "stop_grace_period", "stop_signal",
+        "storage_opt", "tmpfs", "tty", "ulimits", "use_api_socket", "user", "uts",
+        "userns_mode", "volumes", "volumes_from", "working_dir",
+    ];
+
+    /// A minimal valid value for each supported key, so `read` can be shown to accept it.
+    fn sample(key: &str) -> &'static str {
+        match key {
+            "annotations" | "labels" | "sysctls" => "{a.b: c}",
+            "attach" | "init" | "privileged" | "read_only" | "stdin_open" | "tty" => "true",
+            "cap_add" | "cap_drop" => "[NET_ADMIN]",
+            "command" | "entrypoint" => "[sh]",
+            "configs" | "secrets" | "depends_on" | "links" | "profiles" => "[other]",
+            "container_name" | "hostname" | "domainname" | "user" => "name",
+            "cpu_shares" | "pids_limit" | "oom_score_adj" | "scale" => "1",
+            "cpus" => "0.5",
+            "deploy" => "{replicas: 1}",
+            "devices" => "[/dev/null]",
+            "dns" | "dns_search" | "dns_opt" | "expose" | "group_add" => "[x]",
+            "env_file" => "a.env",
+            "environment" => "[A=1]",
+            "extra_hosts" => "['h=10.0.0.1']",
+            "healthcheck" => "{disable: true}",
+            "image" => "busybox",
+            "ipc" | "pid" => "host",
+            "logging" => "{driver: none}",
+            "mac_address" => "02:42:ac:11:00:02",
+            "mem_limit" | "mem_reservation" | "memswap_limit" | "shm_size" => "64m",
+            "network_mode" => "none",
+            "networks" => "[front]",
+            "platform" => "linux/amd64",
+            "ports" => "['80']",
+            "pull_policy" => "missing",
+            "restart" => "always",
+            "security_opt" => "[no-new-privileges]",
+            "stop_grace_period" => "10s",
+            "stop_signal" => "SIGTERM",
+            "tmpfs" => "/run",
+            "ulimits" => "{nofile: 1024}",
+            "volumes" => "['data:/data']",
+            "working_dir" => "/app",
+            other => panic!("no sample value for supported key {other:?}"),
+        }
+    }
+
     #[test]
-    fn refuses_spec_keys_not_implemented_yet_as_such() {
-        let e = err("image: nginx\nlogging: {driver: json-file}");
+    fn key_tables_cover_the_compose_spec_exactly() {
+        let mut ours: Vec<&str> = SUPPORTED_SERVICE_KEYS
+            .iter()
+            .copied()
+            .chain(REFUSED_SERVICE_KEYS.iter().map(|(k, _)| *k))
+            .collect();
+        ours.sort_unstable();
+        let before = ours.len();
+        ours.dedup();
+        assert_eq!(before, ours.len(), "a key is both supported and refused");
+        let mut spec = SPEC_SERVICE_KEYS.to_vec();
+        spec.sort_unstable();
+        assert_eq!(ours, spec);
+    }
+
+    #[test]
+    fn read_accepts_every_supported_key() {
+        for key in SUPPORTED_SERVICE_KEYS {
+            let body = if *key == "image" {
+                "image: busybox".to_string()
+            } else if *key == "memswap_limit" {
+                "image: busybox\nmem_limit: 32m\nmemswap_limit: 64m".to_string()
+            } else {
+                format!("image: busybox\n{key}: {}", sample(key))
+            };
+            if let Err(e) = web(&body) {
+                panic!("{key}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn read_refuses_every_refused_key_with_its_reason() {
+        for (key, reason) in REFUSED_SERVICE_KEYS {
+            let e = err(&format!("image: busybox\n{key}: x"));
+            assert_eq!(
+                e.to_string(),
+                format!("service \"web\": key {key:?} is not supported: {reason}")
+            );
+        }
+        let e = err("image: busybox\nlog_driver: x");
+        assert!(
+            e.to_string().contains("not a compose-spec service key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reads_host_and_runtime_keys() {
+        let s = ok(
+            "image: x\nshm_size: 64m\ndomainname: example.org\ndns_search: example.org\ndns_opt: [ndots:2]\n\
+             oom_score_adj: -500\nannotations: [org.example/a=b]\nlinks: [db, 'cache:redis']\nattach: false\n\
+             secrets: [token, {source: cert, target: /etc/cert.pem, mode: 0400}]\nconfigs: [{source: app, target: app.conf}]",
+        );
+        assert_eq!(s.shm_size, Some(64 << 20));
+        assert_eq!(s.domainname.as_deref(), Some("example.org"));
+        assert_eq!(s.dns_search, ["example.org"]);
+        assert_eq!(s.dns_opt, ["ndots:2"]);
+        assert_eq!(s.oom_score_adj, Some(-500));
+        assert_eq!(s.annotations["org.example/a"], "b");
         assert_eq!(
-            e.to_string(),
-            "service \"web\": key \"logging\" is not supported: margo-agent does not implement it yet"
+            s.links,
+            [
+                ("db".to_string(), None),
+                ("cache".to_string(), Some("redis".to_string()))
+            ]
+        );
+        assert_eq!(
+            s.secrets[1],
+            FileRef {
+                source: "cert".into(),
+                target: Some("/etc/cert.pem".into())
+            }
+        );
+        assert_eq!(s.configs[0].target.as_deref(), Some("app.conf"));
+        let (_, warnings) = web("image: x\nsecrets: [{source: a, uid: '0'}]").unwrap();
+        assert_eq!(warnings.len(), 1, "uid is ignored with a warning");
+        assert_eq!(
+            err("image: x\noom_score_adj: 2000").to_string(),
+            "services.web.oom_score_adj: 2000 is out of range -1000 to 1000"
+        );
+        assert!(
+            err("image: x\nshm_size: lots")
+                .to_string()
+                .starts_with("services.web.shm_size: ")
+        );
+        assert!(
+            err("image: x\nlinks: ['db:']")
+                .to_string()
+                .starts_with("services.web.links[0]: ")
+        );
+        assert!(
+            err("image: x\nsecrets: [{target: /x}]")
+                .to_string()
+                .contains("needs a source")
         );
     }
 
@@ -640,10 +967,40 @@ mod tests {
         let s = ok("image: x\nnetworks: [front, back]");
         assert_eq!(s.networks.keys().collect::<Vec<_>>(), ["back", "front"]);
         let s = ok("image: x\nnetworks:\n  front:\n  back: {aliases: [api]}");
-        assert_eq!(s.networks["back"], ["api"]);
-        assert!(s.networks["front"].is_empty());
-        let e = err("image: x\nnetworks: {front: {ipv4_address: 10.0.0.5}}");
+        assert_eq!(s.networks["back"].aliases, ["api"]);
+        assert_eq!(s.networks["front"], NetworkAttachment::default());
+        let s = ok(
+            "image: x\nnetworks: {front: {ipv4_address: 10.0.0.5, ipv6_address: 'fd00::5', mac_address: '02:42:AC:11:00:05'}}",
+        );
+        assert_eq!(
+            s.networks["front"],
+            NetworkAttachment {
+                aliases: vec![],
+                ipv4_address: Some("10.0.0.5".into()),
+                ipv6_address: Some("fd00::5".into()),
+                mac_address: Some("02:42:ac:11:00:05".into()),
+            }
+        );
+        assert_eq!(
+            err("image: x\nnetworks: {front: {ipv4_address: 10.0.0.300}}").to_string(),
+            "services.web.networks.front.ipv4_address: \"10.0.0.300\" is not an IPv4 address"
+        );
+        assert!(
+            err("image: x\nnetworks: {front: {ipv6_address: 10.0.0.3}}")
+                .to_string()
+                .contains("is not an IPv6 address")
+        );
+        assert!(
+            err("image: x\nmac_address: 02:42")
+                .to_string()
+                .starts_with("services.web.mac_address: ")
+        );
+        let e = err("image: x\nnetworks: {front: {link_local_ips: [169.254.0.1]}}");
         assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED");
+        assert!(
+            e.to_string().contains("networks.front.link_local_ips"),
+            "{e}"
+        );
     }
 
     #[test]
