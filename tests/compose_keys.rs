@@ -10,6 +10,7 @@ mod common;
 
 use common::Bed;
 use margo_agent::compose::apply::{self, ImageAccess};
+use margo_agent::compose::policy::DevicePolicy;
 use margo_agent::compose::{self, CreateContext, LoadOptions, Project};
 use margo_agent::podman::{Podman, PullAuth, Timeouts};
 use serde_json::{Value, json};
@@ -115,6 +116,7 @@ fn converge(project: &str, dir: &Path, wait: Option<Duration>) -> (Project, Podm
         &NoPull,
         wait,
         &[],
+        &DevicePolicy::default(),
     ) {
         panic!("{project}: converge failed: {e}");
     }

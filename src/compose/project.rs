@@ -511,6 +511,7 @@ fn link(
                 me.depends_on.entry(target.clone()).or_insert(Dependency {
                     condition: Condition::ServiceStarted,
                     required: true,
+                    restart: false,
                 });
             }
         }
