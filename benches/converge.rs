@@ -1,0 +1,179 @@
+//! Compose-engine convergence figures on a real Podman (the test bed), through the library:
+//!
+//! - no-op reconcile of the ten-service project (`tests/data/compose/ten`): Podman write
+//!   calls (must be 0), CPU ms of this process (from `/proc/thread-self/schedstat`), wall ms;
+//! - update of one of ten services: containers recreated and restarted (must be 1, plus the
+//!   dependents that must restart).
+//!
+//! Run: `tests/bed/up.sh /tmp/bed && MARGO_TESTBED=/tmp/bed/env cargo bench --bench converge`
+//! (knob: `BENCH_RUNS`, default 5). Figures in `docs/bench.md`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use margo_agent::compose::apply::{self, ImageAccess};
+use margo_agent::compose::libpod::CreateContext;
+use margo_agent::compose::policy::DevicePolicy;
+use margo_agent::compose::{self, LoadOptions, Project};
+use margo_agent::podman::{Podman, PullAuth, Timeouts};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+struct PlainRegistry;
+
+impl ImageAccess for PlainRegistry {
+    fn pull_auth(&self, _: &str) -> Option<PullAuth> {
+        None
+    }
+    fn tls_verify(&self, _: &str) -> bool {
+        false
+    }
+}
+
+fn bed() -> BTreeMap<String, String> {
+    let path = std::env::var("MARGO_TESTBED").expect("set MARGO_TESTBED to a test bed's env file");
+    std::fs::read_to_string(path)
+        .expect("read bed env")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+fn load(image: &str, vars: &[(&str, &str)]) -> Project {
+    let mut all: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    all.insert("IMAGE".into(), image.into());
+    let lookup = |k: &str| all.get(k).cloned();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/compose/ten");
+    compose::load(
+        &dir,
+        &LoadOptions {
+            project_name: Some("bench-ten"),
+            variables: &lookup,
+            profiles: &[],
+        },
+    )
+    .expect("load")
+    .project
+}
+
+fn converge(podman: &mut Podman, project: &Project) {
+    apply::converge(
+        podman,
+        project,
+        &CreateContext::default(),
+        &PlainRegistry,
+        Some(Duration::from_secs(60)),
+        &[],
+        &DevicePolicy::default(),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", e.code));
+}
+
+/// CPU time of this thread in nanoseconds.
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Container name → (ID, start time).
+fn snapshot(podman: &mut Podman) -> BTreeMap<String, (String, String)> {
+    let listed = podman
+        .list_containers(&[("com.docker.compose.project", "bench-ten")])
+        .unwrap();
+    listed
+        .into_iter()
+        .map(|c| {
+            let inspect = podman.inspect_container_json(&c.id).unwrap();
+            let started = inspect["State"]["StartedAt"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            (c.name().to_string(), (c.id, started))
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let env = bed();
+    let image = env["MARGO_TB_IMAGE"].clone();
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let timeouts = Timeouts {
+        call: Duration::from_secs(30),
+        pull: Duration::from_secs(120),
+        stop: Duration::from_secs(2),
+    };
+    let mut podman = Podman::connect(env["MARGO_TB_PODMAN_SOCK"].as_ref(), timeouts).unwrap();
+    let _ = apply::remove_project(&mut podman, "bench-ten", &[]);
+
+    let t = Instant::now();
+    converge(&mut podman, &load(&image, &[]));
+    println!(
+        "first apply, 10 services (db healthcheck 1 s, migration, restart-on-db api): {} ms",
+        t.elapsed().as_millis()
+    );
+
+    let (mut writes, mut cpu, mut wall) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let w0 = podman.writes();
+        let c0 = cpu_ns();
+        let t0 = Instant::now();
+        converge(&mut podman, &load(&image, &[]));
+        wall.push(t0.elapsed().as_secs_f64() * 1000.0);
+        cpu.push((cpu_ns() - c0) as f64 / 1e6);
+        writes.push((podman.writes() - w0) as f64);
+    }
+    println!(
+        "no-op reconcile (load + plan + converge), median of {runs}: {} Podman write calls, {:.1} ms CPU, {:.1} ms wall",
+        median(writes),
+        median(cpu),
+        median(wall)
+    );
+
+    for (what, vars) in [
+        ("leaf service `web` changed", vec![("WEB_TAG", "2")]),
+        (
+            "`db` changed (api depends on it with restart: true)",
+            vec![("WEB_TAG", "2"), ("DB_TAG", "2")],
+        ),
+    ] {
+        let before = snapshot(&mut podman);
+        let t0 = Instant::now();
+        converge(&mut podman, &load(&image, &vars));
+        let ms = t0.elapsed().as_millis();
+        let after = snapshot(&mut podman);
+        let recreated: Vec<&String> = after
+            .iter()
+            .filter(|(n, (id, _))| before.get(*n).is_none_or(|(old, _)| old != id))
+            .map(|(n, _)| n)
+            .collect();
+        let restarted: Vec<&String> = after
+            .iter()
+            .filter(|(n, (id, started))| {
+                before
+                    .get(*n)
+                    .is_some_and(|(old, s)| old == id && s != started)
+            })
+            .map(|(n, _)| n)
+            .collect();
+        println!(
+            "update, {what}: {} recreated {recreated:?}, {} restarted {restarted:?}, {} untouched, {ms} ms",
+            recreated.len(),
+            restarted.len(),
+            after.len() - recreated.len() - restarted.len()
+        );
+    }
+    let _ = apply::remove_project(&mut podman, "bench-ten", &[]);
+}
