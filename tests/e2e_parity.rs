@@ -1,6 +1,6 @@
 //! Parity with a real compose tool: every project of the corpus in `tests/data/compose/parity/`
 //! is deployed twice on the bed's Podman, once by margo-agent's compose engine (project
-//! `mp-<case>`) and once by podman-compose 1.6.0 from PyPI (`pc-<case>`, through
+//! `mp-<case>-<bed>`) and once by podman-compose 1.6.0 from PyPI (`pc-<case>-<bed>`, through
 //! `tests/bed/podman-compose.sh`), and what matters in `podman inspect` is compared service by
 //! service: environment, ports, mounts, networks and aliases, restart policy, user, working
 //! directory, capabilities, healthcheck, resource limits, hostname, extra hosts, init,
@@ -169,6 +169,23 @@ fn home_automation_interpolation_and_env_files_matches_podman_compose() {
 fn more_keys_matches_podman_compose() {
     // Small and meant to grow: one service per family of less common keys.
     parity("more-keys");
+}
+
+#[test]
+fn every_listed_difference_is_in_the_docs() {
+    // docs/compose-parity.md carries the same table for readers: one row per entry, with the
+    // fact in backticks and the case (`all` for every case).
+    let docs = std::fs::read_to_string(repo().join("docs/compose-parity.md")).unwrap();
+    for d in DIFFERENCES {
+        let case = if d.case == "*" { "all" } else { d.case };
+        let fact = format!("| `{}` |", d.fact);
+        assert!(
+            docs.lines()
+                .any(|l| l.starts_with(&format!("| {case} |")) && l.contains(&fact)),
+            "docs/compose-parity.md has no row for case {case}, fact {}",
+            d.fact
+        );
+    }
 }
 
 // ---------------------------------------------------------------- margo-agent bugs found
@@ -465,10 +482,17 @@ fn side(tool: &'static str, prefix: &str, case: &str, source: &Path, text: &str)
     }
     Side {
         tool,
-        project: format!("{prefix}-{case}"),
+        project: format!("{prefix}-{case}-{}", bed_id()),
         dir,
         vars,
     }
+}
+
+/// The bed's own suffix (of its bridge `mtbXXXXXX`): network names are shared by every Podman
+/// on the host (tests/bed/README.md), so two beds running the corpus at once must not clash.
+fn bed_id() -> &'static str {
+    let bridge = Bed::get().var("MARGO_TB_BRIDGE");
+    bridge.strip_prefix("mtb").unwrap_or(bridge)
 }
 
 /// Names of the `${…_PORT}` variables a compose file uses.
@@ -575,7 +599,7 @@ fn install_podman_compose() {
     });
 }
 
-/// `podman-compose -p pc-<case> up -d` in the case's directory, with nothing but the case's
+/// `podman-compose -p pc-<case>-<bed> up -d` in the case's directory, with nothing but the case's
 /// variables in its environment (interpolation must not see the test's own environment).
 fn podman_compose_up(side: &Side) -> std::process::Output {
     Command::new(repo().join("tests/bed/podman-compose.sh"))
