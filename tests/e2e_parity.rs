@@ -114,6 +114,10 @@ const DIFFERENCES: &[Difference] = &[
         why: Why::Intended("margo-agent parses tmpfs sizes into bytes, as docker compose does; podman-compose passes the text through (same size)") },
     Difference { case: "more-keys", service: "readonly", fact: "mount:/var/cache/app", margo: "volume {project}_cache rw=true propagation=rprivate options=nocopy,nodev,nosuid,rbind", podman_compose: "volume {project}_cache rw=true propagation=rprivate options=nodev,nosuid,rbind",
         why: Why::Intended("docker compose passes volume.nocopy to the mount; podman-compose 1.6 drops it") },
+    Difference { case: "dns", service: "pihole", fact: "network:{project}_default", margo: "aliases=pihole,{project}-pihole", podman_compose: "aliases=pihole",
+        why: Why::Intended("docker compose adds the container name to the aliases on every network (compose's getAliases); podman-compose does not") },
+    Difference { case: "proxy", service: "db", fact: "network:{project}_backend", margo: "aliases=database,db,postgres,{project}-postgres", podman_compose: "aliases=database,db,postgres",
+        why: Why::Intended("as in dns: the container_name is an alias") },
     Difference { case: "vault", service: "(load)", fact: "warnings", margo: "services.vault.deploy.resources.reservations: ignored: reservations only guide swarm scheduling", podman_compose: "-",
         why: Why::MargoBug("docker compose maps deploy.resources.reservations.memory to the container's memory reservation (HostConfig.MemoryReservation); margo-agent ignores all reservations with a warning") },
     Difference { case: "vault", service: "vault", fact: "memory_reservation", margo: "0", podman_compose: "33554432",
@@ -468,8 +472,11 @@ fn side(tool: &'static str, prefix: &str, case: &str, source: &Path, text: &str)
         .join(case);
     let _ = std::fs::remove_dir_all(&dir);
     copy_dir(source, &dir);
+    let project = format!("{prefix}-{case}-{}", bed_id());
     let mut vars = BTreeMap::new();
     vars.insert("IMAGE".to_string(), Bed::get().image().to_string());
+    // Fixed container names (as store entries have) get this prefix, so both sides coexist.
+    vars.insert("CONTAINER_PREFIX".to_string(), format!("{project}-"));
     for name in port_variables(text) {
         vars.insert(name, common::free_port().to_string());
     }
@@ -482,7 +489,7 @@ fn side(tool: &'static str, prefix: &str, case: &str, source: &Path, text: &str)
     }
     Side {
         tool,
-        project: format!("{prefix}-{case}-{}", bed_id()),
+        project,
         dir,
         vars,
     }
@@ -754,6 +761,7 @@ fn container_facts(i: &Value, side: &Side, services: &BTreeMap<String, String>) 
             // Podman adds the short ID of the container (of the namespace's owner, for
             // `network_mode: service:x`).
             .filter(|a| a.len() != 12 || !services.keys().any(|id| id.starts_with(a.as_str())))
+            .map(|a| side.norm(&a))
             .collect();
         aliases.sort();
         put(
