@@ -1,0 +1,53 @@
+#!/bin/bash
+# podman-compose (PyPI, pinned) against the test bed's Podman, for the parity test and bench.
+#
+# usage: podman-compose.sh [--bed DIR] [--install] [PODMAN-COMPOSE ARGS...]
+#   --bed DIR   the bed (default: $MARGO_TB_DIR)
+#   --install   only make sure the venv exists, then exit (no bed needed)
+#
+# Installs podman-compose==1.6.0 (the pin benches/run.sh uses) into a venv on first use:
+# tests/bed/venv, or $MARGO_TB_PC_VENV. Idempotent and safe to call concurrently (flock).
+# Then runs it with `--podman-path tests/bed/podman.sh` (the podman CLI on the bed's private
+# storage and configuration) and `--in-pod false` (one container per service, as
+# margo-agent and docker compose create them).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PIN=podman-compose==1.6.0
+VENV=${MARGO_TB_PC_VENV:-$HERE/venv}
+PY=/usr/bin/python3
+
+if [ "${1:-}" = --bed ]; then
+  export MARGO_TB_DIR=$2
+  shift 2
+fi
+INSTALL_ONLY=0
+if [ "${1:-}" = --install ]; then
+  INSTALL_ONLY=1
+  shift
+fi
+
+installed() { "$VENV/bin/pip" show -q podman-compose 2>/dev/null && "$VENV/bin/podman-compose" version >/dev/null 2>&1 &&
+  [ "$("$VENV/bin/pip" show podman-compose 2>/dev/null | sed -n 's/^Version: //p')" = "${PIN#*==}" ]; }
+if ! installed; then
+  mkdir -p "$(dirname "$VENV")"
+  exec 9>"$VENV.lock"
+  flock -w 300 9 || { echo "podman-compose.sh: timed out waiting for $VENV.lock" >&2; exit 1; }
+  if ! installed; then
+    [ -x "$PY" ] || PY=$(command -v python3)
+    if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
+      "$HERE/install.sh" python3-venv
+    fi
+    echo "podman-compose.sh: installing $PIN into $VENV" >&2
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$PIN" >&2
+    installed || { echo "podman-compose.sh: $PIN did not install into $VENV" >&2; exit 1; }
+  fi
+  exec 9>&-
+fi
+[ $INSTALL_ONLY = 1 ] && exit 0
+
+: "${MARGO_TB_DIR:?set MARGO_TB_DIR to the bed directory (or pass --bed DIR)}"
+export MARGO_TB_DIR
+exec "$VENV/bin/podman-compose" --podman-path "$HERE/podman.sh" --in-pod false "$@"
