@@ -13,9 +13,8 @@
 //! project directory `{dir}`, a published host port the `${VAR}` it came from.
 //!
 //! Where the two differ, [`DIFFERENCES`] says so with the reason (docs/compose-parity.md has the
-//! same table): intended differences, and margo-agent bugs that are tolerated here until fixed
-//! (each has an ignored test asserting the right behaviour). Any other difference fails the
-//! case with a readable diff, and so does a case-specific entry the case no longer shows.
+//! same table): every entry is an intended difference. Any other difference fails the case
+//! with a readable diff, and so does a case-specific entry the case no longer shows.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -23,6 +22,7 @@ mod common;
 use common::{Bed, repo};
 use margo_agent::compose::apply::{ImageAccess, converge};
 use margo_agent::compose::libpod::{CreateContext, LABEL_PROJECT, LABEL_SERVICE};
+use margo_agent::compose::policy::DevicePolicy;
 use margo_agent::compose::{LoadOptions, load_file};
 use margo_agent::podman::{Podman, PullAuth, Timeouts};
 use margo_agent::reconcile::{
@@ -68,9 +68,6 @@ enum Why {
     /// margo-agent differs on purpose (usually: it follows docker compose where podman-compose
     /// does not).
     Intended(&'static str),
-    /// margo-agent is wrong: docker compose does what the text says. Tolerated here so the
-    /// rest of the case keeps running; an ignored test asserts the correct behaviour.
-    MargoBug(&'static str),
 }
 
 /// Every difference the corpus shows (keep docs/compose-parity.md in step).
@@ -118,10 +115,6 @@ const DIFFERENCES: &[Difference] = &[
         why: Why::Intended("docker compose adds the container name to the aliases on every network (compose's getAliases); podman-compose does not") },
     Difference { case: "proxy", service: "db", fact: "network:{project}_backend", margo: "aliases=database,db,postgres,{project}-postgres", podman_compose: "aliases=database,db,postgres",
         why: Why::Intended("as in dns: the container_name is an alias") },
-    Difference { case: "vault", service: "(load)", fact: "warnings", margo: "services.vault.deploy.resources.reservations: ignored: reservations only guide swarm scheduling", podman_compose: "-",
-        why: Why::MargoBug("docker compose maps deploy.resources.reservations.memory to the container's memory reservation (HostConfig.MemoryReservation); margo-agent ignores all reservations with a warning") },
-    Difference { case: "vault", service: "vault", fact: "memory_reservation", margo: "0", podman_compose: "33554432",
-        why: Why::MargoBug("as above: reservations.memory 32M is not applied") },
 ];
 
 // ---------------------------------------------------------------- the cases
@@ -192,12 +185,10 @@ fn every_listed_difference_is_in_the_docs() {
     }
 }
 
-// ---------------------------------------------------------------- margo-agent bugs found
-// Each asserts what docker compose does; ignored until margo-agent is fixed (then drop the
-// `ignore` and the matching MargoBug entry of DIFFERENCES).
+// ---------------------------------------------------------------- behaviour the corpus found
+// margo-agent bugs the corpus found (now fixed); each asserts what docker compose does.
 
 #[test]
-#[ignore = "margo-agent bug: depends_on condition service_healthy does not delay the dependent's start (docs/compose-parity.md)"]
 fn margo_starts_a_dependent_only_after_its_dependency_is_healthy() {
     // Fixture: db turns healthy 3 s after it starts; web depends on it with service_healthy.
     let bed = Bed::get();
@@ -224,7 +215,6 @@ fn margo_starts_a_dependent_only_after_its_dependency_is_healthy() {
 }
 
 #[test]
-#[ignore = "margo-agent bug: waiting for readiness runs the healthcheck of a service whose healthcheck is disabled, and fails (docs/compose-parity.md)"]
 fn margo_waits_for_a_service_whose_healthcheck_is_disabled() {
     // Fixture: one service with `healthcheck: disable: true`; converge waits for readiness.
     let bed = Bed::get();
@@ -245,7 +235,6 @@ fn margo_waits_for_a_service_whose_healthcheck_is_disabled() {
 }
 
 #[test]
-#[ignore = "margo-agent bug: deploy.resources.reservations.memory is ignored (docs/compose-parity.md)"]
 fn margo_applies_the_memory_reservation() {
     // Fixture: vault has deploy.resources.reservations.memory 32M; docker compose and
     // podman-compose set it as the container's memory reservation.
@@ -388,13 +377,8 @@ fn parity(case: &str) {
             let rv = rv.map_or("-", String::as_str);
             match known_difference(case, svc, k, lv, rv) {
                 Some(i) => {
-                    match DIFFERENCES[i].why {
-                        Why::Intended(why) => seen.push(format!("  {svc} {k}: intended: {why}")),
-                        Why::MargoBug(why) => eprintln!(
-                            "{case}: KNOWN MARGO-AGENT BUG: {svc} {k}: margo-agent {lv:?}, \
-                             podman-compose {rv:?}: {why}"
-                        ),
-                    }
+                    let Why::Intended(why) = DIFFERENCES[i].why;
+                    seen.push(format!("  {svc} {k}: intended: {why}"));
                     used.insert(i);
                 }
                 None => report.push(format!(
@@ -585,6 +569,7 @@ fn margo_up(bed: &Bed, side: &Side) -> Vec<String> {
         &PlainRegistry,
         Some(CONVERGE_TIMEOUT),
         &[],
+        &DevicePolicy::default(),
     )
     .unwrap_or_else(|e| panic!("{}: margo-agent did not converge: {e}", side.project));
     loaded.warnings.iter().map(ToString::to_string).collect()
