@@ -9,25 +9,15 @@
 //! (knob: `BENCH_RUNS`, default 5). Figures in `docs/bench.md`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use margo_agent::compose::apply::{self, ImageAccess};
+#[path = "../tests/common/engine.rs"]
+mod engine;
+
+use margo_agent::compose::Project;
+use margo_agent::compose::apply;
 use margo_agent::compose::libpod::CreateContext;
-use margo_agent::compose::policy::DevicePolicy;
-use margo_agent::compose::{self, LoadOptions, Project};
-use margo_agent::podman::{Podman, PullAuth, Timeouts};
+use margo_agent::podman::Podman;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-struct PlainRegistry;
-
-impl ImageAccess for PlainRegistry {
-    fn pull_auth(&self, _: &str) -> Option<PullAuth> {
-        None
-    }
-    fn tls_verify(&self, _: &str) -> bool {
-        false
-    }
-}
 
 fn bed() -> BTreeMap<String, String> {
     let path = std::env::var("MARGO_TESTBED").expect("set MARGO_TESTBED to a test bed's env file");
@@ -40,34 +30,15 @@ fn bed() -> BTreeMap<String, String> {
 }
 
 fn load(image: &str, vars: &[(&str, &str)]) -> Project {
-    let mut all: BTreeMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    all.insert("IMAGE".into(), image.into());
-    let lookup = |k: &str| all.get(k).cloned();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/compose/ten");
-    compose::load(
-        &dir,
-        &LoadOptions {
-            project_name: Some("bench-ten"),
-            variables: &lookup,
-            profiles: &[],
-        },
-    )
-    .expect("load")
-    .project
+    engine::load_ten(image, "bench-ten", vars)
 }
 
 fn converge(podman: &mut Podman, project: &Project) {
-    apply::converge(
+    engine::converge(
         podman,
         project,
         &CreateContext::default(),
-        &PlainRegistry,
         Some(Duration::from_secs(60)),
-        &[],
-        &DevicePolicy::default(),
     )
     .unwrap_or_else(|e| panic!("{}: {e}", e.code));
 }
@@ -110,12 +81,7 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
-    let timeouts = Timeouts {
-        call: Duration::from_secs(30),
-        pull: Duration::from_secs(120),
-        stop: Duration::from_secs(2),
-    };
-    let mut podman = Podman::connect(env["MARGO_TB_PODMAN_SOCK"].as_ref(), timeouts).unwrap();
+    let mut podman = engine::connect(&env["MARGO_TB_PODMAN_SOCK"]);
     let _ = apply::remove_project(&mut podman, "bench-ten", &[]);
 
     let t = Instant::now();

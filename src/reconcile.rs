@@ -18,8 +18,8 @@
 //! desired state no longer names are removed all the same.
 
 use crate::compose::apply::{self, ImageAccess};
-use crate::compose::health::HealthDriver;
 use crate::compose::libpod::CreateContext;
+use crate::compose::observe::Observer;
 use crate::compose::policy::DevicePolicy;
 use crate::config::Config;
 use crate::daemon::exit;
@@ -111,7 +111,7 @@ pub struct Agent {
     /// The device rebooted since the agent last ran: the first observation restores
     /// `always` containers that are stopped, as `podman-restart.service` would.
     rebooted: bool,
-    health: HealthDriver,
+    observer: Observer,
 }
 
 /// The kernel's id of this boot (`MARGO_AGENT_BOOT_ID` overrides it, for tests that simulate
@@ -186,7 +186,7 @@ impl Agent {
             last_source_error: None,
             podman_outage: None,
             rebooted,
-            health: HealthDriver::new(),
+            observer: Observer::new(),
             config,
         };
         if boot_changed && !agent.state.deployments.is_empty() {
@@ -720,7 +720,7 @@ impl Agent {
                             .is_some_and(|d| installed.contains(d))
                     })
                     .collect();
-                crate::compose::observe::observe(podman, &ours, &mut self.health, self.rebooted)
+                self.observer.observe(podman, &ours, self.rebooted)
             });
         let observation = match result {
             Ok(o) => o,
@@ -776,7 +776,7 @@ impl Agent {
     /// healthcheck is due.
     pub fn next_observation(&self, last: std::time::Instant) -> std::time::Instant {
         let tick = last + self.config.podman.observe_interval;
-        self.health.next_due().map_or(tick, |due| due.min(tick))
+        self.observer.next_due().map_or(tick, |due| due.min(tick))
     }
 
     fn remove_undesired(&mut self, wanted: &BTreeSet<&str>) -> Result<usize, apply::ApplyError> {

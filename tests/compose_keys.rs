@@ -8,27 +8,15 @@
 
 mod common;
 
-use common::Bed;
-use margo_agent::compose::apply::{self, ImageAccess};
-use margo_agent::compose::policy::DevicePolicy;
+use common::{Bed, engine};
+use margo_agent::compose::apply;
 use margo_agent::compose::{self, CreateContext, LoadOptions, Project};
-use margo_agent::podman::{Podman, PullAuth, Timeouts};
+use margo_agent::podman::{Podman, Timeouts};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The bed's image is already in Podman's storage: nothing is pulled.
-struct NoPull;
-
-impl ImageAccess for NoPull {
-    fn pull_auth(&self, _registry: &str) -> Option<PullAuth> {
-        None
-    }
-    fn tls_verify(&self, _registry: &str) -> bool {
-        false
-    }
-}
-
 /// Removes a test's project (containers, networks), its volumes, what the test created
 /// outside it (external networks and volumes) and its package directory, on drop.
 struct Cleanup {
@@ -109,15 +97,7 @@ fn load(project: &str, dir: &Path) -> Project {
 fn converge(project: &str, dir: &Path, wait: Option<Duration>) -> (Project, Podman) {
     let p = load(project, dir);
     let mut podman = connect().unwrap();
-    if let Err(e) = apply::converge(
-        &mut podman,
-        &p,
-        &CreateContext::default(),
-        &NoPull,
-        wait,
-        &[],
-        &DevicePolicy::default(),
-    ) {
+    if let Err(e) = engine::converge(&mut podman, &p, &CreateContext::default(), wait) {
         panic!("{project}: converge failed: {e}");
     }
     (p, podman)

@@ -7,63 +7,29 @@
 //! migration, `service_healthy` / `service_completed_successfully` / `restart: true`.
 mod common;
 
-use common::{Bed, repo};
-use margo_agent::compose::apply::{self, ImageAccess};
+use common::Bed;
+use common::engine;
+use margo_agent::compose::Project;
+use margo_agent::compose::apply;
 use margo_agent::compose::libpod::CreateContext;
-use margo_agent::compose::policy::DevicePolicy;
-use margo_agent::compose::{self, LoadOptions, Project};
-use margo_agent::podman::{Podman, PullAuth, Timeouts};
+use margo_agent::podman::Podman;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-struct PlainRegistry;
-
-impl ImageAccess for PlainRegistry {
-    fn pull_auth(&self, _: &str) -> Option<PullAuth> {
-        None
-    }
-    fn tls_verify(&self, _: &str) -> bool {
-        false
-    }
-}
-
 fn podman() -> Podman {
-    let timeouts = Timeouts {
-        call: Duration::from_secs(30),
-        pull: Duration::from_secs(120),
-        stop: Duration::from_secs(2),
-    };
-    Podman::connect(Bed::get().var("MARGO_TB_PODMAN_SOCK").as_ref(), timeouts).unwrap()
+    engine::connect(Bed::get().var("MARGO_TB_PODMAN_SOCK"))
 }
 
 fn load(project: &str, vars: &[(&str, &str)]) -> Project {
-    let vars: BTreeMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .chain([("IMAGE".to_string(), Bed::get().image().to_string())])
-        .collect();
-    let lookup = |k: &str| vars.get(k).cloned();
-    compose::load(
-        &repo().join("tests/data/compose/ten"),
-        &LoadOptions {
-            project_name: Some(project),
-            variables: &lookup,
-            profiles: &[],
-        },
-    )
-    .unwrap()
-    .project
+    engine::load_ten(Bed::get().image(), project, vars)
 }
 
 fn converge(podman: &mut Podman, project: &Project) {
-    apply::converge(
+    engine::converge(
         podman,
         project,
         &CreateContext::default(),
-        &PlainRegistry,
         Some(Duration::from_secs(60)),
-        &[],
-        &DevicePolicy::default(),
     )
     .unwrap_or_else(|e| panic!("{}: {e}", e.code));
 }

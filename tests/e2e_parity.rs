@@ -19,12 +19,10 @@
 
 mod common;
 
-use common::{Bed, repo};
-use margo_agent::compose::apply::{ImageAccess, converge};
+use common::{Bed, engine, repo};
 use margo_agent::compose::libpod::{CreateContext, LABEL_PROJECT, LABEL_SERVICE};
-use margo_agent::compose::policy::DevicePolicy;
 use margo_agent::compose::{LoadOptions, load_file};
-use margo_agent::podman::{Podman, PullAuth, Timeouts};
+use margo_agent::podman::Podman;
 use margo_agent::reconcile::{
     LABEL_COMPONENT, LABEL_DEPLOYMENT, LABEL_DEVICE, LABEL_MANAGED_BY, MANAGED_BY,
 };
@@ -516,24 +514,7 @@ fn copy_dir(from: &Path, to: &Path) {
 // ---------------------------------------------------------------- the two tools
 
 fn connect(bed: &Bed) -> Podman {
-    let timeouts = Timeouts {
-        call: Duration::from_secs(30),
-        pull: Duration::from_secs(60),
-        stop: Duration::from_secs(2),
-    };
-    Podman::connect(Path::new(bed.var("MARGO_TB_PODMAN_SOCK")), timeouts).unwrap()
-}
-
-/// The bed's plain registry: no credentials, no TLS (the image is in Podman's storage anyway).
-struct PlainRegistry;
-
-impl ImageAccess for PlainRegistry {
-    fn pull_auth(&self, _registry: &str) -> Option<PullAuth> {
-        None
-    }
-    fn tls_verify(&self, _registry: &str) -> bool {
-        false
-    }
+    engine::connect(bed.var("MARGO_TB_PODMAN_SOCK"))
 }
 
 /// Deploys the case as the agent's reconcile pass does: load with the deployment's parameters
@@ -562,16 +543,8 @@ fn margo_up(bed: &Bed, side: &Side) -> Vec<String> {
         ..CreateContext::default()
     };
     let mut podman = connect(bed);
-    converge(
-        &mut podman,
-        &loaded.project,
-        &ctx,
-        &PlainRegistry,
-        Some(CONVERGE_TIMEOUT),
-        &[],
-        &DevicePolicy::default(),
-    )
-    .unwrap_or_else(|e| panic!("{}: margo-agent did not converge: {e}", side.project));
+    engine::converge(&mut podman, &loaded.project, &ctx, Some(CONVERGE_TIMEOUT))
+        .unwrap_or_else(|e| panic!("{}: margo-agent did not converge: {e}", side.project));
     loaded.warnings.iter().map(ToString::to_string).collect()
 }
 

@@ -38,6 +38,10 @@ fn policies_compose(image: &str) -> String {
         svc("hand", "unless-stopped", long),
         svc("always-hand", "always", long),
         svc("job", "\"no\"", "exit 0"),
+        // Healthy until its marker file is removed by hand.
+        format!(
+            "  flaky:\n    image: {image}\n    container_name: rb-flaky\n    restart: unless-stopped\n    command: [sh, -c, 'touch /tmp/ok; exec sleep 600']\n    healthcheck: {{test: [CMD, test, -f, /tmp/ok], interval: 1s, retries: 1}}\n"
+        ),
         // Starts only after `always` is running again: restored in dependency order.
         format!(
             "  after:\n    image: {image}\n    container_name: rb-after\n    restart: unless-stopped\n    command: [sleep, '600']\n    depends_on: [always]\n"
@@ -59,7 +63,24 @@ fn restores_workloads_after_reboots_and_podman_outages() {
     assert_eq!(code, 0, "{log}");
     let s = states(dep_id);
     assert_eq!(s.get("rb-job").map(String::as_str), Some("exited"), "{s:?}");
-    assert_eq!(s.values().filter(|st| *st == "running").count(), 7, "{s:?}");
+    assert_eq!(s.values().filter(|st| *st == "running").count(), 8, "{s:?}");
+
+    // The observation tick runs healthchecks after the install: a check that starts failing
+    // shows in the status and the journal.
+    assert!(
+        bed.podman(&["exec", "rb-flaky", "rm", "/tmp/ok"])
+            .status
+            .success()
+    );
+    let (code, log) = dev.run_once();
+    assert_eq!(code, 0, "{log}");
+    let status = dev.status();
+    let problems = status["deployments"][dep_id]["components"]["fleet"]["problems"].to_string();
+    assert!(
+        problems.contains("service \\\"flaky\\\": unhealthy"),
+        "{status}"
+    );
+    assert!(log.contains("\"flaky\": unhealthy"), "{log}");
 
     // A field engineer stops two containers by hand; the observation tick leaves them alone.
     for c in ["rb-hand", "rb-always-hand"] {
@@ -93,6 +114,7 @@ fn restores_workloads_after_reboots_and_podman_outages() {
         ("rb-unless", "running"),
         ("rb-onfail", "running"),
         ("rb-after", "running"),
+        ("rb-flaky", "running"),
         // restart "no": not restored after a reboot
         ("rb-never", "created"),
         // stopped by hand before the reboot

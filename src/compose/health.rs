@@ -66,7 +66,8 @@ impl Timing {
     }
 }
 
-/// The health of the containers the agent looks after, by container name.
+/// The health of the containers the agent looks after, keyed by what the caller names them
+/// with (a container name while applying, a container ID on the observation tick).
 #[derive(Debug, Default)]
 pub struct HealthDriver {
     probes: BTreeMap<String, Probe>,
@@ -112,11 +113,12 @@ impl HealthDriver {
         }
         let config = podman.inspect_container(container)?.config.healthcheck;
         // Unknown history: treat the start period as over and probe now.
-        let check = config.filter(HealthConfig::enabled).map(|c| Timing {
-            started: now
-                .checked_sub(Timing::from_config(&c, now).start_period)
-                .unwrap_or(now),
-            ..Timing::from_config(&c, now)
+        let check = config.filter(HealthConfig::enabled).map(|c| {
+            let t = Timing::from_config(&c, now);
+            Timing {
+                started: now.checked_sub(t.start_period).unwrap_or(now),
+                ..t
+            }
         });
         self.probes.insert(
             container.to_string(),

@@ -12,9 +12,8 @@
 //! Nothing is written to Podman for a project whose containers are all as they should be.
 
 use super::health::HealthDriver;
-use super::libpod::{LABEL_DEPENDS_ON, LABEL_PROJECT, LABEL_SERVICE};
-use super::order::dependency_order;
-use super::plan::should_restore;
+use super::libpod::{LABEL_PROJECT, LABEL_SERVICE};
+use super::plan::{label_dependency_order, should_restore};
 use super::service::RestartPolicy;
 use crate::journal;
 use crate::podman::{ContainerSummary, Podman, PodmanError};
@@ -47,142 +46,152 @@ fn start_order(containers: Vec<&ContainerSummary>) -> Vec<&ContainerSummary> {
         let p = c.labels.get(LABEL_PROJECT).map_or("", String::as_str);
         by_project.entry(p).or_default().push(c);
     }
+    let service = |c: &ContainerSummary| {
+        c.labels
+            .get(LABEL_SERVICE)
+            .cloned()
+            .unwrap_or_else(|| c.name().to_string())
+    };
     let mut out = Vec::new();
     for (_, cs) in by_project {
-        let service = |c: &ContainerSummary| {
-            c.labels
-                .get(LABEL_SERVICE)
-                .cloned()
-                .unwrap_or_else(|| c.name().to_string())
-        };
-        let services: BTreeSet<String> = cs.iter().map(|c| service(c)).collect();
-        let graph: BTreeMap<String, BTreeSet<String>> = cs
-            .iter()
-            .map(|c| {
-                let deps = c
-                    .labels
-                    .get(LABEL_DEPENDS_ON)
-                    .map(|d| {
-                        d.split(',')
-                            .filter_map(|e| e.split(':').next())
-                            .filter(|s| services.contains(*s))
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (service(c), deps)
-            })
-            .collect();
-        let order = dependency_order(&graph).unwrap_or_else(|_| graph.keys().cloned().collect());
-        for s in order {
+        for s in label_dependency_order(cs.iter().map(|c| (service(c), &c.labels))) {
             out.extend(cs.iter().filter(|c| service(c) == s));
         }
     }
     out
 }
 
-/// Observes `containers` (the agent's, as listed): restores, runs due healthchecks, and
-/// reports problems. `rebooted`: the device rebooted since the agent last ran.
-pub fn observe(
-    podman: &mut Podman,
-    containers: &[ContainerSummary],
-    health: &mut HealthDriver,
-    rebooted: bool,
-) -> Result<Observation, PodmanError> {
-    let mut out = Observation::default();
-    let names: BTreeSet<&str> = containers.iter().map(ContainerSummary::name).collect();
-    health.retain(|n| names.contains(n));
-    let mut candidates = Vec::new();
-    for c in containers {
-        if !matches!(
-            c.state.as_str(),
-            "running" | "paused" | "restarting" | "stopping"
-        ) {
-            candidates.push(c);
-        }
+/// What the observation tick keeps between ticks, by container ID (a recreated container
+/// has a new ID, so nothing stale carries over): healthcheck schedules, and restart
+/// policies (read once per container rather than on every tick for a stopped one).
+#[derive(Debug, Default)]
+pub struct Observer {
+    health: HealthDriver,
+    policies: BTreeMap<String, RestartPolicy>,
+}
+
+impl Observer {
+    pub fn new() -> Observer {
+        Observer::default()
     }
-    let mut restored = BTreeSet::new();
-    for c in start_order(candidates) {
-        let project = c.labels.get(LABEL_PROJECT).cloned().unwrap_or_default();
-        let service = c.labels.get(LABEL_SERVICE).cloned().unwrap_or_default();
-        let inspect = podman.inspect_container(&c.id)?;
-        let policy = inspect
+
+    /// When the next healthcheck is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.health.next_due()
+    }
+
+    fn policy(&mut self, podman: &mut Podman, id: &str) -> Result<RestartPolicy, PodmanError> {
+        if let Some(p) = self.policies.get(id) {
+            return Ok(*p);
+        }
+        let policy = podman
+            .inspect_container(id)?
             .host_config
             .restart_policy
             .as_ref()
             .map_or(RestartPolicy::No, |p| policy_of(&p.name));
-        let fields = [
-            ("CONTAINER", c.name()),
-            ("COMPOSE_PROJECT", project.as_str()),
-        ];
-        if should_restore(&c.state, c.started_at > 0, policy, rebooted) {
-            let why = if c.started_at > 0 {
-                format!(
-                    "it was reset by a reboot or an engine restart and its restart policy is {}",
-                    policy.as_str()
-                )
-            } else {
-                "it was created but never started".to_string()
-            };
-            match podman.start_container(&c.id) {
-                Ok(()) => {
-                    journal::notice(
-                        &format!("started container {:?} again: {why}", c.name()),
-                        &fields,
-                    );
-                    health.forget(c.name());
-                    health.started(podman, c.name(), Instant::now())?;
-                    restored.insert(c.name().to_string());
-                    out.restored.push(c.name().to_string());
-                }
-                Err(e) if e.is_unavailable() => return Err(e),
-                Err(e) => {
-                    journal::error(
-                        &format!("cannot start container {:?} again: {e}", c.name()),
-                        &fields,
-                    );
-                    out.problems
-                        .entry(project)
-                        .or_default()
-                        .push(format!("service {service:?}: could not be restarted: {e}"));
-                }
-            }
-        } else if (c.state == "exited" || c.state == "stopped")
-            && (c.exit_code != 0
-                || matches!(policy, RestartPolicy::Always | RestartPolicy::UnlessStopped))
-        {
-            // A one-shot job that completed (exit 0, no restart) is not a problem.
-            out.problems.entry(project).or_default().push(format!(
-                "service {service:?}: not running (exited with code {})",
-                c.exit_code
-            ));
-        }
+        self.policies.insert(id.to_string(), policy);
+        Ok(policy)
     }
-    let now = Instant::now();
-    for c in containers {
-        if c.state != "running" || restored.contains(c.name()) {
-            continue;
-        }
-        if let Some(status) = health.status(podman, c.name(), now)?
-            && status == "unhealthy"
-        {
+
+    /// Observes `containers` (the agent's, as listed): restores, runs due healthchecks, and
+    /// reports problems. `rebooted`: the device rebooted since the agent last ran.
+    pub fn observe(
+        &mut self,
+        podman: &mut Podman,
+        containers: &[ContainerSummary],
+        rebooted: bool,
+    ) -> Result<Observation, PodmanError> {
+        let mut out = Observation::default();
+        let ids: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+        self.health.retain(|id| ids.contains(id));
+        self.policies.retain(|id, _| ids.contains(id.as_str()));
+        let stopped = containers.iter().filter(|c| {
+            !matches!(
+                c.state.as_str(),
+                "running" | "paused" | "restarting" | "stopping"
+            )
+        });
+        let mut restored = BTreeSet::new();
+        for c in start_order(stopped.collect()) {
             let project = c.labels.get(LABEL_PROJECT).cloned().unwrap_or_default();
             let service = c.labels.get(LABEL_SERVICE).cloned().unwrap_or_default();
-            out.problems
-                .entry(project)
-                .or_default()
-                .push(format!("service {service:?}: unhealthy"));
+            let policy = self.policy(podman, &c.id)?;
+            let fields = [
+                ("CONTAINER", c.name()),
+                ("COMPOSE_PROJECT", project.as_str()),
+            ];
+            if should_restore(&c.state, c.started_at > 0, policy, rebooted) {
+                let why = if c.started_at > 0 {
+                    format!(
+                        "it was reset by a reboot or an engine restart and its restart policy is {}",
+                        policy.as_str()
+                    )
+                } else {
+                    "it was created but never started".to_string()
+                };
+                match podman.start_container(&c.id) {
+                    Ok(()) => {
+                        journal::notice(
+                            &format!("started container {:?} again: {why}", c.name()),
+                            &fields,
+                        );
+                        self.health.forget(&c.id);
+                        self.health.started(podman, &c.id, Instant::now())?;
+                        restored.insert(c.id.as_str());
+                        out.restored.push(c.name().to_string());
+                    }
+                    Err(e) if e.is_unavailable() => return Err(e),
+                    Err(e) => {
+                        journal::error(
+                            &format!(
+                                "cannot start container {:?} again: {e}; tried again on the next observation tick",
+                                c.name()
+                            ),
+                            &fields,
+                        );
+                        out.problems
+                            .entry(project)
+                            .or_default()
+                            .push(format!("service {service:?}: could not be restarted: {e}"));
+                    }
+                }
+            } else if (c.state == "exited" || c.state == "stopped")
+                && (c.exit_code != 0
+                    || matches!(policy, RestartPolicy::Always | RestartPolicy::UnlessStopped))
+            {
+                // A one-shot job that completed (exit 0, no restart) is not a problem.
+                out.problems.entry(project).or_default().push(format!(
+                    "service {service:?}: not running (exited with code {})",
+                    c.exit_code
+                ));
+            }
         }
+        let now = Instant::now();
+        for c in containers {
+            if c.state != "running" || restored.contains(c.id.as_str()) {
+                continue;
+            }
+            if self.health.status(podman, &c.id, now)?.as_deref() == Some("unhealthy") {
+                let project = c.labels.get(LABEL_PROJECT).cloned().unwrap_or_default();
+                let service = c.labels.get(LABEL_SERVICE).cloned().unwrap_or_default();
+                out.problems
+                    .entry(project)
+                    .or_default()
+                    .push(format!("service {service:?}: unhealthy"));
+            }
+        }
+        for p in out.problems.values_mut() {
+            p.sort();
+        }
+        Ok(out)
     }
-    for p in out.problems.values_mut() {
-        p.sort();
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compose::libpod::LABEL_DEPENDS_ON;
 
     fn summary(name: &str, service: &str, depends_on: &str) -> ContainerSummary {
         ContainerSummary {

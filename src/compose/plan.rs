@@ -328,6 +328,33 @@ pub fn plan(desired: &Project, ctx: &CreateContext, actual: &[ActualContainer]) 
     Plan { actions }
 }
 
+/// Services in start order (dependencies first) from the `com.docker.compose.depends_on`
+/// labels of a project's containers, given as (service, labels). Labels written by another
+/// tool may name unknown services (ignored) or form a cycle (name order is then good enough).
+pub fn label_dependency_order<'a>(
+    containers: impl IntoIterator<Item = (String, &'a BTreeMap<String, String>)>,
+) -> Vec<String> {
+    let containers: Vec<(String, &BTreeMap<String, String>)> = containers.into_iter().collect();
+    let services: BTreeSet<&str> = containers.iter().map(|(s, _)| s.as_str()).collect();
+    let graph: BTreeMap<String, BTreeSet<String>> = containers
+        .iter()
+        .map(|(service, labels)| {
+            let deps = labels
+                .get(LABEL_DEPENDS_ON)
+                .map(|d| {
+                    d.split(',')
+                        .filter_map(|e| e.split(':').next())
+                        .filter(|s| services.contains(s))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            (service.clone(), deps)
+        })
+        .collect();
+    dependency_order(&graph).unwrap_or_else(|_| graph.keys().cloned().collect())
+}
+
 /// Plans removing the whole project `project`: its containers (dependents first, from
 /// their `depends_on` labels), then the networks carrying its label. Named volumes are kept.
 pub fn plan_removal(
@@ -345,26 +372,7 @@ pub fn plan_removal(
             .cloned()
             .unwrap_or_else(|| c.name.clone())
     };
-    let services: BTreeSet<String> = ours.iter().map(|c| service_of(c)).collect();
-    let graph: BTreeMap<String, BTreeSet<String>> = ours
-        .iter()
-        .map(|c| {
-            let deps = c
-                .labels
-                .get(LABEL_DEPENDS_ON)
-                .map(|d| {
-                    d.split(',')
-                        .filter_map(|e| e.split(':').next())
-                        .filter(|s| services.contains(*s))
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
-            (service_of(c), deps)
-        })
-        .collect();
-    // Labels written by another tool may form a cycle; name order is then good enough.
-    let mut order = dependency_order(&graph).unwrap_or_else(|_| graph.keys().cloned().collect());
+    let mut order = label_dependency_order(ours.iter().map(|c| (service_of(c), &c.labels)));
     order.reverse();
     let mut actions = Vec::new();
     for service in order {

@@ -441,18 +441,20 @@ impl Podman {
     }
 
     pub fn inspect_container(&mut self, id: &str) -> Result<ContainerInspect, PodmanError> {
-        let url = self.url(&format!("/containers/{}/json", query_escape(id)));
-        let resp = self.send("inspect container", id, "GET", &url, None)?;
-        let body = Self::expect("inspect container", id, resp, &[200])?;
+        let body = self.inspect_body(id)?;
         Self::json("inspect container", id, &body)
     }
 
     /// The whole inspect document, for callers that need fields `ContainerInspect` omits.
     pub fn inspect_container_json(&mut self, id: &str) -> Result<serde_json::Value, PodmanError> {
+        let body = self.inspect_body(id)?;
+        Self::json("inspect container", id, &body)
+    }
+
+    fn inspect_body(&mut self, id: &str) -> Result<Vec<u8>, PodmanError> {
         let url = self.url(&format!("/containers/{}/json", query_escape(id)));
         let resp = self.send("inspect container", id, "GET", &url, None)?;
-        let body = Self::expect("inspect container", id, resp, &[200])?;
-        Self::json("inspect container", id, &body)
+        Self::expect("inspect container", id, resp, &[200])
     }
 
     /// Whether a container of that name or id exists.

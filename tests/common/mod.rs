@@ -6,6 +6,7 @@
 //! skipped silently.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod engine;
 pub mod raw_push;
 
 use std::collections::HashMap;
