@@ -705,3 +705,108 @@ services:
         "database should resolve to {ip}: {resolved}"
     );
 }
+
+#[test]
+fn replicas_scale_up_and_down_leaving_the_others_alone() {
+    // Fixture: three healthchecked worker replicas publishing container port 80 on free host
+    // ports; web waits for all of them to be healthy. Then 3 → 1 → 2 replicas.
+    let project = "mkeys-replicas";
+    let yaml = |n: u32| {
+        format!(
+            "\
+services:
+  web:
+    image: $IMAGE
+    command: [sleep, '300']
+    depends_on: {{worker: {{condition: service_healthy}}}}
+  worker:
+    image: $IMAGE
+    command: [httpd, -f, -p, '80']
+    ports: ['80']
+    healthcheck: {{test: [CMD, 'true'], interval: 1s}}
+    deploy: {{replicas: {n}}}
+"
+        )
+    };
+    let (_guard, dir) = package(project, &yaml(3), &[]);
+    let (_p, mut podman) = converge(project, &dir, Some(Duration::from_secs(60)));
+    let id = |podman: &mut Podman, name: &str| inspect(podman, name)["Id"].clone();
+    let mut host_ports = std::collections::BTreeSet::new();
+    for n in 1..=3 {
+        let name = format!("mkeys-replicas-worker-{n}");
+        let c = inspect(&mut podman, &name);
+        assert_eq!(c["State"]["Running"], true, "{name}");
+        assert_eq!(
+            c["Config"]["Labels"]["com.docker.compose.container-number"],
+            n.to_string()
+        );
+        assert_eq!(c["State"]["Health"]["Status"], "healthy", "{name}");
+        let port = c["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"].clone();
+        assert!(port.is_string(), "{name}: {port}");
+        host_ports.insert(port.to_string());
+    }
+    assert_eq!(host_ports.len(), 3, "each replica has its own host port");
+    // The service name resolves to every replica.
+    let resolved = exec("mkeys-replicas-web-1", "nslookup worker 2>&1 || true");
+    for n in 1..=3 {
+        let c = inspect(&mut podman, &format!("mkeys-replicas-worker-{n}"));
+        let ip = c["NetworkSettings"]["Networks"]["mkeys-replicas_default"]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            resolved.contains(&ip),
+            "worker should resolve to {ip}: {resolved}"
+        );
+    }
+    let web = id(&mut podman, "mkeys-replicas-web-1");
+    let first = id(&mut podman, "mkeys-replicas-worker-1");
+
+    std::fs::write(
+        dir.join("compose.yaml"),
+        yaml(1).replace("$IMAGE", Bed::get().image()),
+    )
+    .unwrap();
+    let (_p, mut podman) = converge(project, &dir, Some(Duration::from_secs(60)));
+    let names: Vec<String> = Bed::get()
+        .containers("com.docker.compose.project", project)
+        .iter()
+        .map(|c| c["Names"][0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(
+        id(&mut podman, "mkeys-replicas-worker-1"),
+        first,
+        "replica 1 kept"
+    );
+    assert_eq!(
+        id(&mut podman, "mkeys-replicas-web-1"),
+        web,
+        "web untouched"
+    );
+
+    std::fs::write(
+        dir.join("compose.yaml"),
+        yaml(2).replace("$IMAGE", Bed::get().image()),
+    )
+    .unwrap();
+    let (p, mut podman) = converge(project, &dir, Some(Duration::from_secs(60)));
+    assert_eq!(
+        id(&mut podman, "mkeys-replicas-worker-1"),
+        first,
+        "replica 1 kept"
+    );
+    assert_eq!(
+        id(&mut podman, "mkeys-replicas-web-1"),
+        web,
+        "web untouched"
+    );
+    assert_eq!(
+        inspect(&mut podman, "mkeys-replicas-worker-2")["State"]["Running"],
+        true
+    );
+    // Unchanged: no write at all.
+    let writes = podman.writes();
+    engine::converge(&mut podman, &p, &CreateContext::default(), None).unwrap();
+    assert_eq!(podman.writes(), writes, "a no-op converge wrote to Podman");
+}

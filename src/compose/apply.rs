@@ -211,14 +211,18 @@ pub fn converge(
                 podman.remove_container(id)?;
                 health.forget(name);
             }
-            Action::CreateContainer { service, container } => {
+            Action::CreateContainer {
+                service,
+                container,
+                number,
+            } => {
                 let Some(spec) = project.service(service) else {
                     continue;
                 };
                 policy.create_bind_sources(spec, &project.working_dir)?;
                 check_name_free(podman, service, container)?;
                 podman
-                    .create_container(container, &spec.create_body(&ctx))
+                    .create_container(container, &spec.instance_body(&ctx, *number))
                     .map_err(|e| ApplyError {
                         code: if matches!(e, PodmanError::Api { status: 404, .. }) {
                             "ERR_IMAGE_MISSING"
@@ -321,7 +325,10 @@ fn await_dependencies(
         let Some(target) = project.service(dep) else {
             continue;
         };
-        match await_condition(podman, spec, target, d.condition, health, deadline) {
+        let all = target.container_names().iter().try_for_each(|c| {
+            await_condition(podman, spec, target, c, d.condition, health, deadline)
+        });
+        match all {
             Ok(()) => {}
             Err(e) if !d.required && !e.podman_unavailable => journal::warn(
                 &format!(
@@ -336,10 +343,13 @@ fn await_dependencies(
     Ok(())
 }
 
+/// Waits until `condition` holds for `container`, one container of `target` (every
+/// replica of a dependency must meet it, as with docker compose).
 fn await_condition(
     podman: &mut Podman,
     spec: &ServiceSpec,
     target: &ServiceSpec,
+    container: &str,
     condition: Condition,
     health: &mut HealthDriver,
     deadline: Instant,
@@ -354,7 +364,6 @@ fn await_condition(
             condition.as_str()
         ),
     };
-    let container = &target.container_name;
     loop {
         let st = podman.inspect_container(container)?.state;
         let now = Instant::now();
@@ -510,28 +519,25 @@ fn wait_ready(
         let mut pending = Vec::new();
         let now = Instant::now();
         for svc in &project.services {
-            let st = podman.inspect_container(&svc.container_name)?.state;
-            if !st.running {
-                if st.status == "exited" || st.status == "stopped" {
-                    if st.exit_code != 0 {
-                        return Err(exited_error(
-                            podman,
-                            &svc.name,
-                            &svc.container_name,
-                            st.exit_code,
-                        ));
+            for container in svc.container_names() {
+                let st = podman.inspect_container(&container)?.state;
+                if !st.running {
+                    if st.status == "exited" || st.status == "stopped" {
+                        if st.exit_code != 0 {
+                            return Err(exited_error(podman, &svc.name, &container, st.exit_code));
+                        }
+                        continue; // a one-shot service that completed
                     }
-                    continue; // a one-shot service that completed
+                    pending.push(format!("{container} is {}", st.status));
+                    continue;
                 }
-                pending.push(format!("{} is {}", svc.name, st.status));
-                continue;
-            }
-            match health.status(podman, &svc.container_name, now)?.as_deref() {
-                None | Some("healthy") => {}
-                Some("unhealthy") => {
-                    return Err(unhealthy_error(podman, &svc.name, &svc.container_name));
+                match health.status(podman, &container, now)?.as_deref() {
+                    None | Some("healthy") => {}
+                    Some("unhealthy") => {
+                        return Err(unhealthy_error(podman, &svc.name, &container));
+                    }
+                    Some(other) => pending.push(format!("{container} is {other}")),
                 }
-                Some(other) => pending.push(format!("{} is {other}", svc.name)),
             }
         }
         if pending.is_empty() {

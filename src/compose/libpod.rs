@@ -83,8 +83,14 @@ impl ServiceSpec {
             .unwrap_or_else(|| self.image.clone())
     }
 
-    /// Every label the container gets: the file's, the agent's, then the compose labels.
+    /// Every label the (first) container gets: the file's, the agent's, then the compose
+    /// labels.
     pub fn container_labels(&self, ctx: &CreateContext) -> BTreeMap<String, String> {
+        self.instance_labels(ctx, 1)
+    }
+
+    /// The labels of container `number` (from 1).
+    pub fn instance_labels(&self, ctx: &CreateContext, number: u32) -> BTreeMap<String, String> {
         let mut labels = self.labels.clone();
         labels.extend(ctx.extra_labels.clone());
         let depends_on: Vec<String> = self
@@ -95,7 +101,7 @@ impl ServiceSpec {
         let compose = [
             (LABEL_PROJECT, self.project.name.clone()),
             (LABEL_SERVICE, self.name.clone()),
-            (LABEL_CONTAINER_NUMBER, "1".to_string()),
+            (LABEL_CONTAINER_NUMBER, number.to_string()),
             (LABEL_ONEOFF, "False".to_string()),
             (LABEL_CONFIG_HASH, self.config_hash(ctx)),
             (
@@ -113,13 +119,19 @@ impl ServiceSpec {
         labels
     }
 
-    /// The `POST /libpod/containers/create` body.
+    /// The `POST /libpod/containers/create` body of the (first) container.
     pub fn create_body(&self, ctx: &CreateContext) -> Value {
+        self.instance_body(ctx, 1)
+    }
+
+    /// The `POST /libpod/containers/create` body of container `number` (from 1): replicas
+    /// differ only in their name and `container-number` label.
+    pub fn instance_body(&self, ctx: &CreateContext, number: u32) -> Value {
         let mut b = Map::new();
         let mut set = |k: &str, v: Value| {
             b.insert(k.to_string(), v);
         };
-        set("name", json!(self.container_name));
+        set("name", json!(self.instance(number)));
         set("image", json!(self.image));
         match &self.entrypoint {
             Some(e) if e.is_empty() => set("entrypoint", json!([""])),
@@ -132,7 +144,7 @@ impl ServiceSpec {
         let mut env = self.environment.clone();
         env.extend(ctx.extra_env.clone());
         set("env", json!(env));
-        set("labels", json!(self.container_labels(ctx)));
+        set("labels", json!(self.instance_labels(ctx, number)));
         set_network(&mut set, &self.network, &self.addresses);
         if !self.ports.is_empty() {
             set(

@@ -8,8 +8,8 @@
 //! timeout, 3 retries) so `Interval` can always be sent to libpod. Docker's file log drivers
 //! (`json-file`, `local`) become Podman's `k8s-file`, as Podman does itself.
 //!
-//! Refuses: `deploy.replicas`/`scale` other than 1 and `deploy.mode: global` (one device runs
-//! one container per service), device reservations (`gpus`-style access is the device
+//! Reads `deploy.replicas` (or `scale`, which must agree with it), 0 to [`MAX_REPLICAS`].
+//! Refuses: `deploy.mode: global` (a swarm mode), device reservations (`gpus`-style access is the device
 //! policy's decision), `max_attempts` with a restart condition other than `on-failure`
 //! (Podman, like docker, counts retries only for on-failure), log drivers Podman lacks.
 //! Ignores with a [`Warning`]: swarm-only `deploy` keys, CPU reservations,
@@ -207,14 +207,17 @@ pub(super) fn cpus(v: &Node<'_>) -> Result<f64, ComposeError> {
     Ok(c)
 }
 
-pub(super) fn replicas(v: &Node<'_>, service: &str, key: &str) -> Result<(), ComposeError> {
-    match v.u64()? {
-        1 => Ok(()),
-        n => Err(ComposeError::unsupported(
-            Some(service),
-            key,
-            format!("{n} replicas requested; margo-agent runs exactly one container per service"),
-        )),
+/// Replicas a service may ask for: more would be a mistake on one device, not a workload.
+pub const MAX_REPLICAS: u32 = 64;
+
+/// `scale` / `deploy.replicas`: how many containers the service runs (0 to
+/// [`MAX_REPLICAS`]).
+pub(super) fn replicas(v: &Node<'_>) -> Result<u32, ComposeError> {
+    match u32::try_from(v.u64()?) {
+        Ok(n) if n <= MAX_REPLICAS => Ok(n),
+        _ => Err(v.invalid(format!(
+            "at most {MAX_REPLICAS} replicas per service on one device"
+        ))),
     }
 }
 
@@ -223,6 +226,7 @@ pub(super) fn replicas(v: &Node<'_>, service: &str, key: &str) -> Result<(), Com
 pub(super) struct Deploy {
     pub limits: Limits,
     pub restart: Option<Restart>,
+    pub replicas: Option<u32>,
 }
 
 /// `logging: {driver, options}`.
@@ -292,7 +296,7 @@ pub(super) fn read_deploy(
     let swarm_only = "swarm-only setting, no effect on a single Podman host";
     for (k, e) in v.entries()? {
         match k {
-            "replicas" => replicas(&e, service, "deploy.replicas")?,
+            "replicas" => d.replicas = Some(replicas(&e)?),
             "mode" => match e.string()?.as_str() {
                 "replicated" | "replicated-job" => {}
                 other => {
@@ -300,7 +304,7 @@ pub(super) fn read_deploy(
                         Some(service),
                         "deploy.mode",
                         format!(
-                            "mode {other:?} is a swarm mode; margo-agent runs one replica per service"
+                            "mode {other:?} is a swarm mode (one container per node); use deploy.replicas"
                         ),
                     ));
                 }
@@ -704,7 +708,23 @@ deploy: {resources: {reservations: {memory: 2g}}}")
             .unwrap_err();
         assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED");
         assert!(web("deploy: {replicas: 1, mode: replicated}").is_ok());
-        assert!(web("scale: 2").is_err());
+    }
+
+    #[test]
+    fn reads_replicas_from_scale_or_deploy() {
+        assert_eq!(web("scale: 3").unwrap().0.replicas, 3);
+        assert_eq!(web("deploy: {replicas: 0}").unwrap().0.replicas, 0);
+        assert_eq!(web("restart: always").unwrap().0.replicas, 1);
+        assert_eq!(
+            web("scale: 2\ndeploy: {replicas: 2}").unwrap().0.replicas,
+            2
+        );
+        let e = web("scale: 2\ndeploy: {replicas: 3}").unwrap_err();
+        assert!(e.to_string().contains("scale"), "{e}");
+        let e = web("scale: 65").unwrap_err();
+        assert_eq!(e.code(), "ERR_COMPOSE_INVALID");
+        assert!(e.to_string().contains("at most 64"), "{e}");
+        assert!(web("scale: -1").is_err());
     }
 
     #[test]

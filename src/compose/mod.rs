@@ -31,13 +31,14 @@
 //!
 //! Service keys: see [`service::SUPPORTED_SERVICE_KEYS`] and `docs/compose.md`. `deploy`
 //! supports `resources.limits` (`cpus`, `memory`, `pids`), `resources.reservations.memory`,
-//! `restart_policy` (`condition`, `max_attempts`), `replicas: 1` and `mode: replicated`;
+//! `restart_policy` (`condition`, `max_attempts`), `replicas` (also `scale`; containers
+//! `<project>-<service>-<n>`) and `mode: replicated`;
 //! swarm-only `deploy` keys and CPU reservations are ignored with a [`Warning`].
 //!
 //! # Refused
 //! Anything else is an error naming the key and the service, with a reason
 //! ([`service::REFUSED_SERVICE_KEYS`]): `build`, `develop`, `extends`, `include`,
-//! `deploy.replicas` > 1, `deploy.mode: global`, `runtime`, `volumes_from`, `userns_mode`,
+//! `deploy.mode: global`, `runtime`, `volumes_from`, `userns_mode`,
 //! `cgroup_parent`, Windows-only keys, … Refusing is deliberate: a device that silently
 //! ignores a key runs something other than what was deployed.
 //!
@@ -394,12 +395,13 @@ mod tests {
     }
 
     #[test]
-    fn rejects_replicas_above_one() {
+    fn rejects_replicas_sharing_a_host_port() {
         let e = load_bad("replicas.yaml");
-        assert_eq!(e.code(), "ERR_COMPOSE_UNSUPPORTED");
+        assert_eq!(e.code(), "ERR_COMPOSE_INVALID");
         assert!(
-            e.to_string()
-                .starts_with("service \"worker\": key \"deploy.replicas\""),
+            e.to_string().starts_with(
+                "services.worker.ports[0]: host port 8080 can be published by one container only; 3 replicas requested"
+            ),
             "{e}"
         );
     }

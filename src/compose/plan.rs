@@ -8,8 +8,10 @@
 //!    carry no service label) are removed.
 //! 2. **Changed** — a container whose `config-hash` label differs from the desired hash, or
 //!    whose image label differs from a known image ID, is removed (dependents first) and
-//!    created again. Extra containers of one service (a stale name, a second replica) are
-//!    removed as duplicates.
+//!    created again. A service runs `deploy.replicas` containers, `<project>-<service>-<n>`
+//!    numbered from 1 (the `container-number` label); containers numbered above it are
+//!    removed (scale down), others of the service under a stale name as duplicates. Scaling
+//!    up or down leaves the other replicas alone (the replica count is not hashed).
 //! 3. **Networks and volumes** — when at least one container is to be created, every
 //!    project network and named volume that is not `external` is ensured (create with
 //!    ignore-if-exists). When nothing is created, they are left alone, so a second plan on
@@ -39,7 +41,8 @@
 //! volumes (they hold the workload's data).
 
 use super::libpod::{
-    CreateContext, LABEL_CONFIG_HASH, LABEL_DEPENDS_ON, LABEL_PROJECT, LABEL_SERVICE,
+    CreateContext, LABEL_CONFIG_HASH, LABEL_CONTAINER_NUMBER, LABEL_DEPENDS_ON, LABEL_PROJECT,
+    LABEL_SERVICE,
 };
 use super::order::dependency_order;
 use super::project::{Project, ServiceNetwork};
@@ -82,6 +85,8 @@ pub enum RemoveReason {
     ImageChanged,
     /// A second container for one service, or one under a stale name.
     Duplicate,
+    /// A replica numbered above the service's `deploy.replicas`.
+    ScaledDown,
     /// It shares the network namespace of a container that is recreated.
     NetworkProviderRecreated,
     /// The whole project is removed.
@@ -95,6 +100,7 @@ impl RemoveReason {
             RemoveReason::ConfigChanged => "configuration changed",
             RemoveReason::ImageChanged => "image changed",
             RemoveReason::Duplicate => "duplicate container for the service",
+            RemoveReason::ScaledDown => "the service was scaled down",
             RemoveReason::NetworkProviderRecreated => "its network_mode service is recreated",
             RemoveReason::ProjectRemoved => "project removed",
         }
@@ -114,8 +120,12 @@ pub enum Action {
         name: String,
         reason: RemoveReason,
     },
-    /// Create the service's container from `ServiceSpec::create_body`.
-    CreateContainer { service: String, container: String },
+    /// Create container `number` (from 1) of the service from `ServiceSpec::instance_body`.
+    CreateContainer {
+        service: String,
+        container: String,
+        number: u32,
+    },
     /// Start the service's container. Apply first waits for the conditions of its
     /// `depends_on` (healthy, completed) on the containers started before it.
     StartContainer { service: String, container: String },
@@ -138,7 +148,9 @@ impl fmt::Display for Action {
             Action::RemoveContainer { name, reason, .. } => {
                 write!(f, "remove container {name:?} ({})", reason.as_str())
             }
-            Action::CreateContainer { service, container } => {
+            Action::CreateContainer {
+                service, container, ..
+            } => {
                 write!(f, "create container {container:?} for service {service:?}")
             }
             Action::StartContainer { container, .. } => write!(f, "start container {container:?}"),
@@ -216,6 +228,11 @@ fn remove(c: &ActualContainer, reason: RemoveReason) -> Action {
     }
 }
 
+/// The `container-number` label of a container, when it carries one.
+fn number_of(c: &ActualContainer) -> Option<u32> {
+    c.labels.get(LABEL_CONTAINER_NUMBER)?.parse().ok()
+}
+
 /// Plans the convergence of `desired` from `actual` (see the module docs for the rules).
 /// Containers whose project label is not `desired.name` are never touched.
 pub fn plan(desired: &Project, ctx: &CreateContext, actual: &[ActualContainer]) -> Plan {
@@ -249,13 +266,22 @@ pub fn plan(desired: &Project, ctx: &CreateContext, actual: &[ActualContainer]) 
             .iter()
             .filter(|c| c.labels.get(LABEL_SERVICE) == Some(&spec.name))
             .collect();
-        candidates.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        // Highest numbers first: a scale-down removes the last replicas first.
+        candidates.sort_by_key(|c| (number_of(c), c.name.clone(), c.id.clone()));
+        candidates.reverse();
         let provider_recreated = matches!(&spec.network,
             ServiceNetwork::Container(name) if recreated_containers.contains(name));
-        let mut keep = None;
+        let names = spec.container_names();
+        let mut kept: BTreeMap<&str, &ActualContainer> = BTreeMap::new();
         let mut removed_here = Vec::new();
         for c in candidates {
-            let reason = if c.name != spec.container_name || keep.is_some() {
+            let reason = if !names.contains(&c.name) {
+                if number_of(c).is_some_and(|n| n > spec.replicas) {
+                    RemoveReason::ScaledDown
+                } else {
+                    RemoveReason::Duplicate
+                }
+            } else if kept.contains_key(c.name.as_str()) {
                 RemoveReason::Duplicate
             } else if c.labels.get(LABEL_CONFIG_HASH) != Some(&hash) {
                 RemoveReason::ConfigChanged
@@ -266,46 +292,52 @@ pub fn plan(desired: &Project, ctx: &CreateContext, actual: &[ActualContainer]) 
             } else if provider_recreated {
                 RemoveReason::NetworkProviderRecreated
             } else {
-                keep = Some(c);
+                kept.insert(c.name.as_str(), c);
                 continue;
             };
             removed_here.push(remove(c, reason));
         }
         removals.push(removed_here);
-        let container = spec.container_name.clone();
-        match keep {
-            Some(c) => {
-                let restart_for = spec
-                    .depends_on
-                    .iter()
-                    .find(|(dep, d)| d.restart && restarted_services.contains(dep.as_str()))
-                    .map(|(dep, _)| dep.clone());
-                if should_start(&c.state, c.exit_code, spec.restart.policy) {
+        let restart_for = spec
+            .depends_on
+            .iter()
+            .find(|(dep, d)| d.restart && restarted_services.contains(dep.as_str()))
+            .map(|(dep, _)| dep.clone());
+        let mut restarted = false;
+        for (number, container) in (1..).zip(names) {
+            match kept.get(container.as_str()) {
+                Some(c) => {
+                    if should_start(&c.state, c.exit_code, spec.restart.policy) {
+                        steps.push(Action::StartContainer {
+                            service: spec.name.clone(),
+                            container,
+                        });
+                    } else if let Some(dependency) = &restart_for {
+                        restarted = true;
+                        steps.push(Action::RestartContainer {
+                            service: spec.name.clone(),
+                            container,
+                            dependency: dependency.clone(),
+                        });
+                    }
+                }
+                None => {
+                    restarted = true;
+                    recreated_containers.insert(container.clone());
+                    steps.push(Action::CreateContainer {
+                        service: spec.name.clone(),
+                        container: container.clone(),
+                        number,
+                    });
                     steps.push(Action::StartContainer {
                         service: spec.name.clone(),
                         container,
                     });
-                } else if let Some(dependency) = restart_for {
-                    restarted_services.insert(spec.name.as_str());
-                    steps.push(Action::RestartContainer {
-                        service: spec.name.clone(),
-                        container,
-                        dependency,
-                    });
                 }
             }
-            None => {
-                restarted_services.insert(spec.name.as_str());
-                recreated_containers.insert(container.clone());
-                steps.push(Action::CreateContainer {
-                    service: spec.name.clone(),
-                    container: container.clone(),
-                });
-                steps.push(Action::StartContainer {
-                    service: spec.name.clone(),
-                    container,
-                });
-            }
+        }
+        if restarted {
+            restarted_services.insert(spec.name.as_str());
         }
     }
     actions.extend(removals.into_iter().rev().flatten());
@@ -442,8 +474,16 @@ volumes: {data: }
         for a in &plan.actions {
             match a {
                 Action::RemoveContainer { id, .. } => actual.retain(|x| &x.id != id),
-                Action::CreateContainer { service, .. } => {
+                Action::CreateContainer {
+                    service,
+                    container,
+                    number,
+                } => {
+                    let spec = p.service(service).unwrap();
                     let mut created = running(p, service, c);
+                    created.id = format!("id-{container}");
+                    created.name = container.clone();
+                    created.labels = spec.instance_labels(c, *number);
                     created.state = "created".into();
                     actual.push(created);
                 }
@@ -499,6 +539,99 @@ volumes: {data: }
         );
         // And after reloading the same file (a new process, a new run).
         assert!(plan(&from_yaml(APP), &c, &actual).is_empty());
+    }
+
+    const SCALED: &str = "\
+services:
+  db: {image: 'postgres:16'}
+  worker: {image: 'example/worker:1', depends_on: [db], deploy: {replicas: 3}}
+";
+
+    #[test]
+    fn replicas_are_numbered_and_created_after_their_dependencies() {
+        let p = from_yaml(SCALED);
+        let c = ctx();
+        let first = plan(&p, &c, &[]);
+        assert_eq!(
+            render(&first)[1..],
+            [
+                "create container \"demo-db-1\" for service \"db\"",
+                "start container \"demo-db-1\"",
+                "create container \"demo-worker-1\" for service \"worker\"",
+                "start container \"demo-worker-1\"",
+                "create container \"demo-worker-2\" for service \"worker\"",
+                "start container \"demo-worker-2\"",
+                "create container \"demo-worker-3\" for service \"worker\"",
+                "start container \"demo-worker-3\"",
+            ]
+        );
+        let actual = apply(&p, &c, &first, Vec::new());
+        let numbers: Vec<&str> = actual
+            .iter()
+            .map(|a| a.labels[LABEL_CONTAINER_NUMBER].as_str())
+            .collect();
+        assert_eq!(numbers, ["1", "1", "2", "3"]);
+        // All replicas share one config hash; a second plan is empty.
+        assert_eq!(
+            actual[1].labels[LABEL_CONFIG_HASH],
+            actual[3].labels[LABEL_CONFIG_HASH]
+        );
+        assert!(plan(&p, &c, &actual).is_empty());
+    }
+
+    #[test]
+    fn scaling_adds_or_removes_replicas_and_leaves_the_others_alone() {
+        let c = ctx();
+        let three = from_yaml(SCALED);
+        let actual = apply(&three, &c, &plan(&three, &c, &[]), Vec::new());
+
+        let one = from_yaml(&SCALED.replace("replicas: 3", "replicas: 1"));
+        let down = plan(&one, &c, &actual);
+        assert_eq!(
+            render(&down),
+            [
+                "remove container \"demo-worker-3\" (the service was scaled down)",
+                "remove container \"demo-worker-2\" (the service was scaled down)",
+            ]
+        );
+        let after_down = apply(&one, &c, &down, actual.clone());
+        assert!(plan(&one, &c, &after_down).is_empty());
+
+        let five = from_yaml(&SCALED.replace("replicas: 3", "replicas: 5"));
+        let up = plan(&five, &c, &actual);
+        assert_eq!(
+            render(&up)[1..],
+            [
+                "create container \"demo-worker-4\" for service \"worker\"",
+                "start container \"demo-worker-4\"",
+                "create container \"demo-worker-5\" for service \"worker\"",
+                "start container \"demo-worker-5\"",
+            ]
+        );
+
+        let zero = from_yaml(&SCALED.replace("replicas: 3", "replicas: 0"));
+        let none = plan(&zero, &c, &actual);
+        assert_eq!(none.actions.len(), 3, "{:?}", render(&none));
+        assert!(none.actions.iter().all(|a| matches!(
+            a,
+            Action::RemoveContainer {
+                reason: RemoveReason::ScaledDown,
+                ..
+            }
+        )));
+
+        // A change of the definition recreates every replica, dependents first.
+        let changed = from_yaml(&SCALED.replace("example/worker:1", "example/worker:2"));
+        let lines = render(&plan(&changed, &c, &actual));
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.contains("(configuration changed)"))
+                .count(),
+            3,
+            "{lines:?}"
+        );
+        assert!(!lines.iter().any(|l| l.contains("demo-db-1")), "{lines:?}");
     }
 
     #[test]

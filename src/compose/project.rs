@@ -83,7 +83,12 @@ pub struct ServiceSpec {
     pub project: ProjectInfo,
     /// The service key.
     pub name: String,
+    /// The first (or only) container's name; see [`ServiceSpec::container_names`].
     pub container_name: String,
+    /// `deploy.replicas` / `scale`. Not hashed (as docker compose): scaling adds or removes
+    /// containers and leaves the others alone.
+    #[serde(skip)]
+    pub replicas: u32,
     /// Fully qualified: `registry/repository:tag` or `…@sha256:…`.
     pub image: String,
     pub platform: Option<String>,
@@ -154,6 +159,23 @@ pub struct ServiceSpec {
     pub extra_hosts: Vec<String>,
     pub limits: Limits,
     pub profiles: Vec<String>,
+}
+
+impl ServiceSpec {
+    /// The name of container `number` (from 1): `container_name` for the first, else
+    /// `<project>-<service>-<number>` (a fixed `container_name` allows one replica).
+    pub fn instance(&self, number: u32) -> String {
+        if number == 1 {
+            self.container_name.clone()
+        } else {
+            instance_name(&self.project.name, &self.name, number)
+        }
+    }
+
+    /// Every container of the service, in number order (none with 0 replicas).
+    pub fn container_names(&self) -> Vec<String> {
+        (1..=self.replicas).map(|n| self.instance(n)).collect()
+    }
 }
 
 /// Static addresses of a container on one network (`ipv4_address`, `ipv6_address`,
@@ -274,6 +296,7 @@ pub fn normalise(
                 return Err(missing_service(&path, "depends_on", target, file));
             }
         }
+        check_replicas(s, &path)?;
         if s.network_mode.is_some() && s.mac_address.is_some() {
             return Err(ComposeError::invalid(
                 &format!("{path}.mac_address"),
@@ -289,6 +312,15 @@ pub fn normalise(
                 let Some(other) = container_names.get(target.as_str()) else {
                     return Err(missing_service(&path, "network_mode", target, file));
                 };
+                if enabled
+                    .get(target.as_str())
+                    .is_some_and(|t| t.replicas == 0)
+                {
+                    return Err(ComposeError::invalid(
+                        &format!("{path}.network_mode"),
+                        format!("service {target:?} has 0 replicas: no container to join"),
+                    ));
+                }
                 depends_on.entry(target.clone()).or_insert(Dependency {
                     condition: Condition::ServiceStarted,
                     required: true,
@@ -333,6 +365,7 @@ pub fn normalise(
                 project: info.clone(),
                 name: name.to_string(),
                 container_name,
+                replicas: s.replicas,
                 image: qualify_image(s.image.as_deref(), &path)?,
                 platform: s.platform.clone(),
                 pull_policy: s.pull_policy,
@@ -598,7 +631,13 @@ fn dedup_keep_order(items: &mut Vec<String>) {
     items.retain(|i| seen.insert(i.clone()));
 }
 
-/// Container names for every enabled service; refuses duplicates and names Podman rejects.
+/// The name of container `n` (from 1) of a service without `container_name`.
+pub fn instance_name(project: &str, service: &str, n: u32) -> String {
+    format!("{project}-{service}-{n}")
+}
+
+/// The first container name of every enabled service; refuses names Podman rejects and
+/// duplicates among all containers of the project (replicas included).
 fn container_names(
     project: &str,
     enabled: &BTreeMap<&str, &Service>,
@@ -606,33 +645,78 @@ fn container_names(
     let mut names = BTreeMap::new();
     let mut owner: BTreeMap<String, &str> = BTreeMap::new();
     for (&service, s) in enabled {
-        let name = match &s.container_name {
-            Some(n) => n.clone(),
-            None => format!("{project}-{service}-1"),
+        let mut all: Vec<String> = match &s.container_name {
+            Some(n) => vec![n.clone()],
+            None => (1..=s.replicas.max(1))
+                .map(|n| instance_name(project, service, n))
+                .collect(),
         };
         let path = format!("services.{service}.container_name");
-        let valid = name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-            && name
+        for name in &all {
+            let valid = name
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if !valid {
-            return Err(ComposeError::invalid(
-                &path,
-                format!("container name {name:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*"),
-            ));
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if !valid {
+                return Err(ComposeError::invalid(
+                    &path,
+                    format!("container name {name:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*"),
+                ));
+            }
+            if let Some(other) = owner.insert(name.clone(), service) {
+                return Err(ComposeError::invalid(
+                    &path,
+                    format!("container name {name:?} is also used by service {other:?}"),
+                ));
+            }
         }
-        if let Some(other) = owner.insert(name.clone(), service) {
-            return Err(ComposeError::invalid(
-                &path,
-                format!("container name {name:?} is also used by service {other:?}"),
-            ));
-        }
-        names.insert(service.to_string(), name);
+        names.insert(service.to_string(), all.swap_remove(0));
     }
     Ok(names)
+}
+
+/// What several containers of one service cannot share: a fixed name, a fixed host port,
+/// a static address.
+fn check_replicas(s: &Service, path: &str) -> Result<(), ComposeError> {
+    let n = s.replicas;
+    if n <= 1 {
+        return Ok(());
+    }
+    let why = format!("{n} replicas requested");
+    if s.container_name.is_some() {
+        return Err(ComposeError::invalid(
+            &format!("{path}.container_name"),
+            format!("a fixed container name allows one container; {why}"),
+        ));
+    }
+    for (i, p) in s.ports.iter().enumerate() {
+        if let Some(host) = p.published {
+            return Err(ComposeError::invalid(
+                &format!("{path}.ports[{i}]"),
+                format!(
+                    "host port {host} can be published by one container only; {why} (publish the container port alone to get a free host port per replica)"
+                ),
+            ));
+        }
+    }
+    if s.mac_address.is_some() {
+        return Err(ComposeError::invalid(
+            &format!("{path}.mac_address"),
+            format!("a MAC address belongs to one container; {why}"),
+        ));
+    }
+    for (net, a) in &s.networks {
+        if a.ipv4_address.is_some() || a.ipv6_address.is_some() || a.mac_address.is_some() {
+            return Err(ComposeError::invalid(
+                &format!("{path}.networks.{net}"),
+                format!("a static address belongs to one container; {why}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn qualify_image(image: Option<&str>, path: &str) -> Result<String, ComposeError> {
@@ -864,6 +948,48 @@ pub(crate) mod tests {
 
     fn from_yaml_err(yaml: &str) -> ComposeError {
         from_yaml_with(yaml, &[], &|_| None).unwrap_err()
+    }
+
+    #[test]
+    fn replicas_get_numbered_names_and_refuse_what_one_container_owns() {
+        let p =
+            from_yaml("services:\n  w: {image: x, scale: 3, ports: ['80']}\n  one: {image: x}\n");
+        let w = p.service("w").unwrap();
+        assert_eq!(w.container_names(), ["demo-w-1", "demo-w-2", "demo-w-3"]);
+        assert_eq!(p.service("one").unwrap().container_names(), ["demo-one-1"]);
+        let zero = from_yaml("services:\n  w: {image: x, deploy: {replicas: 0}}\n");
+        assert!(zero.service("w").unwrap().container_names().is_empty());
+
+        for (yaml, path, why) in [
+            (
+                "w: {image: x, scale: 2, container_name: fixed}",
+                "services.w.container_name",
+                "a fixed container name allows one container; 2 replicas requested",
+            ),
+            (
+                "w: {image: x, scale: 2, networks: {default: {ipv4_address: 10.1.0.5}}}",
+                "services.w.networks.default",
+                "a static address belongs to one container",
+            ),
+            (
+                "w: {image: x, scale: 2, mac_address: '02:42:ac:11:00:02'}",
+                "services.w.mac_address",
+                "a MAC address belongs to one container",
+            ),
+            (
+                "w: {image: x, deploy: {replicas: 0}}\n  s: {image: x, network_mode: 'service:w'}",
+                "services.s.network_mode",
+                "service \"w\" has 0 replicas",
+            ),
+            (
+                "w: {image: x, scale: 2}\n  v: {image: x, container_name: demo-w-2}",
+                "services.w.container_name",
+                "container name \"demo-w-2\" is also used by service \"v\"",
+            ),
+        ] {
+            let e = from_yaml_err(&format!("services:\n  {yaml}\n")).to_string();
+            assert!(e.starts_with(&format!("{path}: {why}")), "{yaml}: {e}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!
 //! Refuses, each with its own reason: `build`, `develop`, `extends`, `runtime`,
 //! `volumes_from`, `userns_mode`, `cgroup_parent`, `external_links`, `gpus`, lifecycle hooks,
-//! Windows-only and swarm-only keys, `deploy.replicas` other than 1, `deploy.mode: global`;
+//! Windows-only and swarm-only keys, `deploy.mode: global`;
 //! a key in no specification is refused as unknown. Nothing is silently dropped: keys without
 //! effect on one Podman host produce a [`Warning`], or are documented no-ops (`expose`,
 //! `attach`).
@@ -162,6 +162,8 @@ pub struct Service {
     pub env_file: Vec<EnvFile>,
     pub ports: Vec<Port>,
     pub mounts: Vec<Mount>,
+    /// `deploy.replicas` / `scale`: how many containers (default 1).
+    pub replicas: u32,
     /// Network key → aliases and addresses. Empty means the project's `default` network.
     pub networks: BTreeMap<String, NetworkAttachment>,
     pub network_mode: Option<NetworkMode>,
@@ -224,6 +226,7 @@ pub fn read(
     let mut s = Service::default();
     let mut legacy = Limits::default();
     let mut deploy = Deploy::default();
+    let mut scale = None;
     for (key, v) in node.entries()? {
         match key {
             "image" => s.image = v.opt_string()?,
@@ -289,11 +292,20 @@ pub fn read(
             "mem_limit" => legacy.memory = Some(v.bytes()?),
             "cpus" => legacy.cpus = Some(lifecycle::cpus(&v)?),
             "pids_limit" => legacy.pids = Some(v.i64()?),
-            "scale" => lifecycle::replicas(&v, name, "scale")?,
+            "scale" => scale = Some((lifecycle::replicas(&v)?, v)),
             "deploy" => deploy = lifecycle::read_deploy(&v, name, warnings)?,
             other => return Err(refuse(name, other)),
         }
     }
+    s.replicas = match (scale, deploy.replicas) {
+        (Some((a, v)), Some(b)) if a != b => {
+            return Err(v.invalid(format!(
+                "scale: {a} and deploy.replicas: {b} disagree; set one of them"
+            )));
+        }
+        (Some((n, _)), _) | (None, Some(n)) => n,
+        (None, None) => 1,
+    };
     s.limits = lifecycle::merge_limits(node, legacy, deploy.limits)?;
     if deploy.restart.is_some() {
         // The spec: deploy.restart_policy takes precedence over `restart`.
