@@ -21,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod digest;
 pub mod http;
+pub mod identity;
 pub mod journal;
 pub mod model;
 pub mod oci;
