@@ -63,12 +63,13 @@ pub struct Answer {
 }
 
 fn transport_error(url: &str, e: &ureq::Error) -> CallError {
+    let text = e.to_string();
     let reason = match e {
         ureq::Error::Timeout(_) => format!("{url}: no answer within the deadline"),
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => format!(
-            "{url}: TLS failed ({e}); the WFM's certificate must be issued by the CA pinned at onboarding"
+        _ if text.contains("certificate") || matches!(e, ureq::Error::Tls(_)) => format!(
+            "{url}: TLS failed ({text}); the WFM's certificate must be issued by the CA pinned at onboarding"
         ),
-        _ => format!("{url}: {e}"),
+        _ => format!("{url}: {text}"),
     };
     CallError::Retry {
         reason,

@@ -305,7 +305,15 @@ impl Wfm {
     fn authorised(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(), CallError> {
         let mut retried = false;
         loop {
-            let token = self.token()?;
+            // A token problem is never the report's fault: the report waits, whatever the
+            // token endpoint said.
+            let token = self.token().map_err(|e| match e {
+                CallError::Retry { .. } => e,
+                CallError::Refused(reason) | CallError::Unauthorized(reason) => CallError::Retry {
+                    reason,
+                    retry_after: None,
+                },
+            })?;
             let Some(o) = &self.onboarded else {
                 return Err(CallError::Refused("not onboarded".into()));
             };
