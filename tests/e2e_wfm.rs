@@ -403,3 +403,107 @@ fn bad_wfm_answers_are_logged_and_lose_nothing() {
     assert_all_valid(&wfm);
     d.cleanup();
 }
+
+/// Bench (run by `benches/wfm.sh`, not by CI): WFM traffic at idle, and delivering 100
+/// reports queued during a 1-hour outage.
+#[test]
+#[ignore]
+fn bench_wfm_idle_traffic_and_outbox_delivery() {
+    let mut wfm = TestWfm::start(common::repo().join("target/e2e/wfm-bench-srv"), 3600);
+    let d = device("wfm-bench", &wfm, "");
+    let repo = d.publish_package("web", &compose(), "1.0.0");
+    assert!(
+        d.publish_desired(&[&deployment("wfm-x1", "web", &repo, "1.0.0")], &[])
+            .status
+            .success()
+    );
+    let (code, log) = d.run_once();
+    assert_eq!(code, 0, "{log}");
+
+    // 1. Idle: the daemon, converged, capabilities sent; poll_interval 1s.
+    let before = wfm.requests().len();
+    let mut agent = Command::new(common::binary())
+        .arg("--config")
+        .arg(&d.config)
+        .arg("run")
+        .env("MARGO_AGENT_LOG", "stderr")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let idle = Duration::from_secs(30);
+    std::thread::sleep(idle);
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let idle_requests = wfm.requests().len() - before;
+    println!(
+        "BENCH idle: {idle_requests} WFM requests in {} s with WFM configured (0 bytes), i.e. {} per hour; desired-state polls: 1 HEAD each (60/h at the default 60s)",
+        idle.as_secs(),
+        idle_requests as u64 * 3600 / idle.as_secs()
+    );
+    assert_eq!(idle_requests, 0);
+
+    // 2. 100 reports queued during an outage (synthetic transitions of 34 deployments),
+    //    delivered in one `run --once` after the WFM returns.
+    wfm.down();
+    let path = d.dir.join("state.json");
+    let mut s: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let states = ["Pending", "Installing", "Installed"];
+    let outbox: Vec<serde_json::Value> = (0..100u64)
+        .map(|i| {
+            let dep = format!("bench-{}", i / 3);
+            let st = states[(i % 3) as usize];
+            serde_json::json!({"seq": 1000 + i, "deployment_id": dep, "state": st, "queued": 0,
+                "body": {"apiVersion": "deployment.margo/v1", "kind": "DeploymentStatus",
+                         "deploymentId": dep, "status": {"state": st},
+                         "components": [{"name": "web", "state": st}]}})
+        })
+        .collect();
+    s["wfm"]["outbox"] = serde_json::Value::Array(outbox);
+    s["wfm"]["next_seq"] = serde_json::json!(1100);
+    std::fs::write(&path, serde_json::to_vec_pretty(&s).unwrap()).unwrap();
+    wfm.up(false);
+    let before = wfm.reports().len();
+    let requests_before = wfm.requests().len();
+    let t0 = Instant::now();
+    let (code, log) = d.run_once();
+    let took = t0.elapsed();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(wfm.reports().len() - before, 100);
+    assert_eq!(outbox_len(&d), 0);
+    assert_all_valid(&wfm);
+    let status_requests: usize = wfm.requests()[requests_before..]
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap_or("").ends_with("/status"))
+        .count();
+    println!(
+        "BENCH outbox: 100 queued reports delivered in {} ms (whole `run --once`: start, one unchanged poll, token, 100 signed POSTs; {status_requests} status requests)",
+        took.as_millis()
+    );
+
+    // 3. When does delivery start after a 1-hour outage? Simulated clock, default backoff
+    //    (retry_min 5s, retry_max 10m, half fixed + half random), 10,000 outages.
+    let (min, max) = (Duration::from_secs(5), Duration::from_secs(600));
+    let mut waits = Vec::new();
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..10_000 {
+        let mut t = 0u64;
+        let mut failures = 0;
+        while t < 3600 {
+            failures += 1;
+            let b = margo_agent::wfm::backoff(min, max, failures).as_secs();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            t += b / 2 + seed % (b / 2 + 1);
+        }
+        waits.push(t - 3600);
+    }
+    waits.sort_unstable();
+    println!(
+        "BENCH after a 1 h outage (simulated): first retry {} s after the WFM is back (median; p95 {} s, max {} s), then the 100 reports as above",
+        waits[waits.len() / 2],
+        waits[waits.len() * 95 / 100],
+        waits[waits.len() - 1]
+    );
+    d.cleanup();
+}

@@ -122,6 +122,13 @@ pub fn report(config: &Config, state: &mut State, id: &str, removed: bool) {
     }
 }
 
+/// The backoff after `failures` consecutive failed calls: `min` doubling up to `max`. The
+/// job waits half of it plus a random part up to the other half.
+pub fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    min.saturating_mul(factor).min(max.max(min))
+}
+
 /// The WFM job.
 pub struct Wfm {
     cfg: config::WfmConfig,
@@ -252,12 +259,7 @@ impl Wfm {
 
     fn note_failure(&mut self, msg: &str, retry_after: Option<Duration>) {
         self.failures = self.failures.saturating_add(1);
-        let factor = 1u32 << self.failures.saturating_sub(1).min(16);
-        let backoff = self
-            .cfg
-            .retry_min
-            .saturating_mul(factor)
-            .min(self.cfg.retry_max);
+        let backoff = backoff(self.cfg.retry_min, self.cfg.retry_max, self.failures);
         // Half fixed, half random: a fleet coming back does not retry in step.
         let delay = retry_after.unwrap_or(backoff / 2 + crate::daemon::jitter(backoff / 2));
         self.next_due = Instant::now() + delay;

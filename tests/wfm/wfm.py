@@ -180,6 +180,13 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "test-wfm"
 
+    def setup(self):
+        super().setup()
+        # Headers and body go out as separate writes: without this, Nagle + delayed ACK add
+        # 40 ms to every answer, which would be the test WFM's latency, not the agent's.
+        import socket
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, fmt, *args):
         sys.stderr.write("wfm: " + (fmt % args) + "\n")
 
