@@ -7,6 +7,9 @@
 //! `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` writes it). A key file
 //! readable by group or others is refused.
 //!
+//! With the cargo feature `tpm` and `wfm.key_store: tpm`, the key is created and used inside a
+//! TPM 2.0 instead ([`tpm`]); the wire format is the same.
+//!
 //! Signatures are ASN.1 DER (`ECDSA-Sig-Value`), the form OpenSSL, Python's `cryptography`
 //! and Go's `ecdsa.VerifyASN1` take without conversion; the public key travels as DER
 //! SubjectPublicKeyInfo.
@@ -17,6 +20,9 @@ use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+#[cfg(feature = "tpm")]
+pub mod tpm;
 
 /// The DER SubjectPublicKeyInfo prefix of an uncompressed P-256 point
 /// (id-ecPublicKey, prime256v1, BIT STRING of 66 bytes).
@@ -47,12 +53,20 @@ pub enum IdentityError {
     Invalid { path: PathBuf, reason: String },
     #[error("signing with the device key failed")]
     Sign,
+    #[error("TPM device key: {0}")]
+    Tpm(String),
+}
+
+/// Where the private key lives.
+enum Signer {
+    File(EcdsaKeyPair, SystemRandom),
+    #[cfg(feature = "tpm")]
+    Tpm(tpm::TpmKey),
 }
 
 /// The device's signing key.
 pub struct DeviceKey {
-    pair: EcdsaKeyPair,
-    rng: SystemRandom,
+    signer: Signer,
     spki: Vec<u8>,
 }
 
@@ -136,7 +150,27 @@ impl DeviceKey {
             .map_err(|e| e.to_string())?;
         let mut spki = SPKI_P256_PREFIX.to_vec();
         spki.extend_from_slice(pair.public_key().as_ref());
-        Ok(DeviceKey { pair, rng, spki })
+        Ok(DeviceKey {
+            signer: Signer::File(pair, rng),
+            spki,
+        })
+    }
+
+    /// The key inside the TPM reached through `tcti` (feature `tpm`).
+    #[cfg(feature = "tpm")]
+    pub fn tpm(tcti: &str) -> Result<DeviceKey, IdentityError> {
+        let (key, point) = tpm::TpmKey::open(tcti).map_err(IdentityError::Tpm)?;
+        let mut spki = SPKI_P256_PREFIX.to_vec();
+        spki.extend_from_slice(&point);
+        Ok(DeviceKey {
+            signer: Signer::Tpm(key),
+            spki,
+        })
+    }
+
+    /// Whether the key lives in a TPM.
+    pub fn in_tpm(&self) -> bool {
+        !matches!(self.signer, Signer::File(..))
     }
 
     /// The public key as DER SubjectPublicKeyInfo.
@@ -156,10 +190,14 @@ impl DeviceKey {
 
     /// ECDSA P-256 / SHA-256 signature of `body`, ASN.1 DER.
     pub fn sign(&self, body: &[u8]) -> Result<Vec<u8>, IdentityError> {
-        self.pair
-            .sign(&self.rng, body)
-            .map(|s| s.as_ref().to_vec())
-            .map_err(|_| IdentityError::Sign)
+        match &self.signer {
+            Signer::File(pair, rng) => pair
+                .sign(rng, body)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| IdentityError::Sign),
+            #[cfg(feature = "tpm")]
+            Signer::Tpm(k) => k.sign(body).map_err(IdentityError::Tpm),
+        }
     }
 
     /// The `X-Payload-Signature` value for `body`:

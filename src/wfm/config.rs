@@ -18,6 +18,11 @@ pub struct WfmConfig {
     /// A provided device key (PKCS#8 PEM or DER, mode 0600); default `<data_dir>/device-key.pem`,
     /// generated on first start.
     pub key_file: Option<PathBuf>,
+    /// `file` (default: `key_file`), or `tpm`: the key is created and used inside the TPM
+    /// (needs a build with the cargo feature `tpm`).
+    pub key_store: String,
+    /// How the TPM is reached (a tpm2-tss TCTI string).
+    pub tpm_tcti: String,
     /// Deadline of one WFM call (connect, TLS, request, answer).
     #[serde(deserialize_with = "duration")]
     pub call_timeout: Duration,
@@ -50,6 +55,8 @@ impl Default for WfmConfig {
             url: String::new(),
             data_dir: PathBuf::from("/var/lib/margo-agent/wfm"),
             key_file: None,
+            key_store: "file".into(),
+            tpm_tcti: "device:/dev/tpmrm0".into(),
             call_timeout: Duration::from_secs(15),
             report_interval: Duration::from_secs(30),
             capabilities_interval: Duration::from_secs(3600),
@@ -105,6 +112,17 @@ impl WfmConfig {
         !self.url.is_empty()
     }
 
+    /// The device key as configured; `true` when a key file was generated now.
+    pub fn device_key(&self) -> Result<(crate::identity::DeviceKey, bool), String> {
+        #[cfg(feature = "tpm")]
+        if self.key_store == "tpm" {
+            return crate::identity::DeviceKey::tpm(&self.tpm_tcti)
+                .map(|k| (k, false))
+                .map_err(|e| e.to_string());
+        }
+        crate::identity::DeviceKey::load_or_create(&self.key_path()).map_err(|e| e.to_string())
+    }
+
     pub fn key_path(&self) -> PathBuf {
         self.key_file
             .clone()
@@ -127,6 +145,22 @@ impl WfmConfig {
                 .is_empty()
             {
                 return Some(("wfm.url".into(), "has no host".into()));
+            }
+        }
+        match self.key_store.as_str() {
+            "file" => {}
+            "tpm" if cfg!(feature = "tpm") => {}
+            "tpm" => {
+                return Some((
+                    "wfm.key_store".into(),
+                    "tpm needs a margo-agent built with the cargo feature `tpm`".into(),
+                ));
+            }
+            other => {
+                return Some((
+                    "wfm.key_store".into(),
+                    format!("{other:?} is not file or tpm"),
+                ));
             }
         }
         if self.call_timeout < Duration::from_secs(1) {

@@ -156,7 +156,17 @@ impl Wfm {
             return Ok(None);
         }
         let key_path = config.wfm.key_path();
-        let (key, created) = DeviceKey::load_or_create(&key_path).map_err(|e| e.to_string())?;
+        let (key, created) = config.wfm.device_key()?;
+        if key.in_tpm() {
+            journal::info(
+                &format!(
+                    "device key in the TPM at {} ({})",
+                    config.wfm.tpm_tcti,
+                    key.fingerprint()
+                ),
+                &[],
+            );
+        }
         if created {
             journal::notice(
                 &format!(
