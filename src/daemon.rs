@@ -220,6 +220,11 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
                 _ => 0,
             };
             journal::notify(&format!("STATUS={}", outcome.summary()));
+            if let (Some(w), Outcome::Converged { .. } | Outcome::ApplyFailed { .. }) =
+                (wfm.as_mut(), &outcome)
+            {
+                w.nudge();
+            }
             let ds = &agent.config().desired_state;
             next_poll = Instant::now()
                 + next_poll_delay(ds.poll_interval, ds.retry_max, failures)

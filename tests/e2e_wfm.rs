@@ -507,3 +507,46 @@ fn bench_wfm_idle_traffic_and_outbox_delivery() {
     );
     d.cleanup();
 }
+
+#[test]
+fn daemon_holds_desired_state_polls_outside_polling_hours() {
+    // Registry-only mode (no wfm.url): the schedule applies to desired-state polls alone.
+    let d = Device::new("wfm-hours");
+    let repo = d.publish_package("web", &compose(), "1.0.0");
+    assert!(
+        d.publish_desired(&[&deployment("wfm-h1", "web", &repo, "1.0.0")], &[])
+            .status
+            .success()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let hm = |t: u64| format!("{:02}:{:02}", (t % 86400) / 3600, (t % 3600) / 60);
+    let run_for = |hours: &str, secs: u64| {
+        d.write_config(&format!("wfm:\n  polling_hours: \"{hours}\"\n"));
+        let mut agent = Command::new(common::binary())
+            .arg("--config")
+            .arg(&d.config)
+            .arg("run")
+            .env("MARGO_AGENT_LOG", "stderr")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(secs));
+        agent.kill().unwrap();
+        let out = agent.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Polling allowed only in two hours that start an hour from now.
+    let log = run_for(&format!("{}-{}", hm(now + 3600), hm(now + 3 * 3600)), 4);
+    assert!(
+        d.container_ids().is_empty(),
+        "polled outside polling hours:\n{log}"
+    );
+    assert!(!log.contains("desired state changed"), "{log}");
+    // Now inside them.
+    let log = run_for(&format!("{}-{}", hm(now - 600), hm(now + 3600)), 6);
+    assert_eq!(d.container_ids().len(), 1, "{log}");
+    d.cleanup();
+}

@@ -134,8 +134,9 @@ pub struct Wfm {
     cfg: config::WfmConfig,
     device_id: String,
     key: DeviceKey,
-    trust: Vec<std::path::PathBuf>,
-    ca_bundle: std::path::PathBuf,
+    /// The device's trust store: for the first onboarding call, and a token URL that is
+    /// not on the WFM's host.
+    device_roots: std::sync::Arc<Vec<ureq::tls::Certificate<'static>>>,
     onboarded: Option<Onboarded>,
     token: Option<Token>,
     schedule: Schedule,
@@ -177,12 +178,14 @@ impl Wfm {
                 &[],
             );
         }
+        let device_roots =
+            crate::http::trust_roots(Some(&config.tls.ca_bundle), &config.tls.extra_ca)
+                .map_err(|e| e.to_string())?;
         let mut wfm = Wfm {
             cfg: config.wfm.clone(),
             device_id: config.device_id(),
             key,
-            trust: config.tls.extra_ca.clone(),
-            ca_bundle: config.tls.ca_bundle.clone(),
+            device_roots,
             onboarded: None,
             token: None,
             schedule: Schedule::from_config(&config.wfm),
@@ -192,7 +195,7 @@ impl Wfm {
             outage: None,
             held: false,
         };
-        match Onboarded::load(&config.wfm) {
+        match Onboarded::load(&config.wfm, &wfm.device_roots) {
             Ok(Some(o)) => {
                 if o.record.url != config.wfm.url {
                     journal::warn(
@@ -232,20 +235,26 @@ impl Wfm {
         self.next_due
     }
 
+    /// New reports were queued: deliver them now rather than at the next interval, unless
+    /// the job is backing off from a failure.
+    pub fn nudge(&mut self) {
+        if self.failures == 0 {
+            self.next_due = self.next_due.min(Instant::now());
+        }
+    }
+
     /// Whether polling and WFM calls are held back now (polling hours, downtime windows).
     pub fn hold(&self) -> Option<Hold> {
         self.schedule.hold(now_unix())
     }
 
     fn try_onboard(&mut self) -> bool {
-        let roots = match crate::http::trust_roots(Some(&self.ca_bundle), &self.trust) {
-            Ok(r) => r,
-            Err(e) => {
-                journal::error(&format!("onboarding at {}: {e}", self.cfg.url), &[]);
-                return false;
-            }
-        };
-        match onboard::onboard(&self.cfg, &self.device_id, &self.key, roots) {
+        match onboard::onboard(
+            &self.cfg,
+            &self.device_id,
+            &self.key,
+            self.device_roots.clone(),
+        ) {
             Ok(o) => {
                 journal::notice(
                     &format!(

@@ -84,18 +84,14 @@ impl Onboarded {
         record: Record,
         secrets: Secrets,
         ca_pem: &[u8],
+        device_roots: &Arc<Vec<Certificate<'static>>>,
     ) -> Result<Onboarded, String> {
         let roots = pinned_roots(ca_pem, &cfg.data_dir.join(CA_FILE).display().to_string())?;
         let agent = client::agent(roots.clone(), cfg.call_timeout);
         let token_agent = if authority(&record.token_url) == authority(&record.url) {
             agent.clone()
         } else {
-            let sys = crate::http::trust_roots(
-                Some(Path::new("/etc/ssl/certs/ca-certificates.crt")),
-                &[],
-            )
-            .map_err(|e| e.to_string())?;
-            client::agent(sys, cfg.call_timeout)
+            client::agent(device_roots.clone(), cfg.call_timeout)
         };
         Ok(Onboarded {
             record,
@@ -106,7 +102,10 @@ impl Onboarded {
     }
 
     /// Loads the onboarding result; `Ok(None)` when the device was never onboarded.
-    pub fn load(cfg: &WfmConfig) -> Result<Option<Onboarded>, String> {
+    pub fn load(
+        cfg: &WfmConfig,
+        device_roots: &Arc<Vec<Certificate<'static>>>,
+    ) -> Result<Option<Onboarded>, String> {
         let dir = &cfg.data_dir;
         let rec_path = dir.join(RECORD_FILE);
         let text = match std::fs::read(&rec_path) {
@@ -127,7 +126,7 @@ impl Onboarded {
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| bad(&sec_path, &e)))?;
         let ca_path = dir.join(CA_FILE);
         let ca = std::fs::read(&ca_path).map_err(|e| bad(&ca_path, &e))?;
-        Onboarded::build(cfg, record, secrets, &ca).map(Some)
+        Onboarded::build(cfg, record, secrets, &ca, device_roots).map(Some)
     }
 
     /// The desired-state location handed out at onboarding fills an empty
@@ -172,7 +171,7 @@ pub fn onboard(
     roots: Arc<Vec<Certificate<'static>>>,
 ) -> Result<Onboarded, String> {
     let base = cfg.url.trim_end_matches('/');
-    let first = client::agent(roots, cfg.call_timeout);
+    let first = client::agent(roots.clone(), cfg.call_timeout);
     let cert_url = format!("{base}/onboarding/certificate");
     let answer = client::call(
         &first,
@@ -202,8 +201,7 @@ pub fn onboard(
     if pem_decode(&ca_pem, "CERTIFICATE").is_none() {
         return Err(format!("{cert_url}: \"certificate\" holds no certificate"));
     }
-    let roots = pinned_roots(&ca_pem, &cert_url)?;
-    let pinned = client::agent(roots, cfg.call_timeout);
+    let pinned = client::agent(pinned_roots(&ca_pem, &cert_url)?, cfg.call_timeout);
     let b64 = &base64::engine::general_purpose::STANDARD;
     let request = serde_json::json!({
         "apiVersion": "onboarding.margo/v1",
@@ -289,5 +287,5 @@ pub fn onboard(
     // Written last: its presence means onboarding is complete.
     crate::state::write_atomically(&dir.join(RECORD_FILE), &rec_json)
         .map_err(|e| io(&dir.join(RECORD_FILE), e))?;
-    Onboarded::build(cfg, record, secrets, &ca_pem)
+    Onboarded::build(cfg, record, secrets, &ca_pem, &roots)
 }
