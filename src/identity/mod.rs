@@ -8,7 +8,7 @@
 //! readable by group or others is refused.
 //!
 //! With the cargo feature `tpm` and `wfm.key_store: tpm`, the key is created and used inside a
-//! TPM 2.0 instead ([`tpm`]); the wire format is the same.
+//! TPM 2.0 instead (module `tpm`); the wire format is the same.
 //!
 //! Signatures are ASN.1 DER (`ECDSA-Sig-Value`), the form OpenSSL, Python's `cryptography`
 //! and Go's `ecdsa.VerifyASN1` take without conversion; the public key travels as DER
