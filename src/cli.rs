@@ -226,6 +226,12 @@ pub fn status_table(state: &State) -> String {
     if let (Some(d), Some(e)) = (&src.rejected, &src.rejected_error) {
         out.push_str(&format!("rejected: {d}: {e}\n"));
     }
+    if !state.wfm.outbox.is_empty() {
+        out.push_str(&format!(
+            "WFM:      {} status report(s) queued for the Fleet Manager\n",
+            state.wfm.outbox.len()
+        ));
+    }
     out.push('\n');
     if state.deployments.is_empty() {
         out.push_str("no deployments\n");
@@ -295,6 +301,9 @@ mod tests {
         assert!(t.contains("ERR_IMAGE_PULL: pulling image x failed"), "{t}");
         assert!(t.contains("observed    service \"db\": unhealthy"), "{t}");
         assert!(status_table(&State::default()).contains("no deployments"));
+        assert!(!t.contains("queued"), "{t}");
+        s.wfm.outbox.push(serde_json::json!({}));
+        assert!(status_table(&s).contains("1 status report(s) queued"));
     }
 
     #[test]

@@ -141,8 +141,8 @@ fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn outage_with_three_changes_and_a_killed_agent_loses_nothing_and_repeats_nothing() {
-    // Tokens live 2 s: they expire mid-run, and the WFM's restart forgets them (401 → refresh).
-    let mut wfm = TestWfm::start(common::repo().join("target/e2e/wfm-outage-srv"), 2);
+    // Tokens live 4 s: they expire while the agent runs.
+    let mut wfm = TestWfm::start(common::repo().join("target/e2e/wfm-outage-srv"), 4);
     let d = device("wfm-outage", &wfm, "");
     let repo = d.publish_package("web", &compose(), "1.0.0");
     let dep = |id: &str| deployment(id, "web", &repo, "1.0.0");
@@ -198,16 +198,39 @@ fn outage_with_three_changes_and_a_killed_agent_loses_nothing_and_repeats_nothin
     wait_until("all reports delivered", Duration::from_secs(60), || {
         wfm.reports().len() == 11
     });
-    // A token that expires while the agent runs: one more change after the TTL.
-    std::thread::sleep(Duration::from_secs(3));
+    // The WFM forgets the agent's token (401): one refresh and the call is retried.
+    let tokens = wfm.count("POST", "/token");
+    wfm.revoke_tokens();
     assert!(
         d.publish_desired(&[&dep("wfm-o2"), &dep("wfm-o3"), &dep("wfm-o4")], &[])
             .status
             .success()
     );
-    wait_until("the post-expiry reports", Duration::from_secs(60), || {
-        wfm.reports().len() == 14
-    });
+    wait_until(
+        "the reports after the revocation",
+        Duration::from_secs(60),
+        || wfm.reports().len() == 14,
+    );
+    let unauthorised = wfm
+        .requests()
+        .iter()
+        .filter(|r| r["status"] == 401 && r["path"].as_str().unwrap_or("").ends_with("/status"))
+        .count();
+    assert_eq!(unauthorised, 1, "exactly one call met the revoked token");
+    assert_eq!(wfm.count("POST", "/token"), tokens + 1);
+    // The token expires while the agent runs (TTL 4 s): it is fetched again before use.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        d.publish_desired(&[&dep("wfm-o2"), &dep("wfm-o3")], &[])
+            .status
+            .success()
+    );
+    wait_until(
+        "the reports after the expiry",
+        Duration::from_secs(60),
+        || wfm.reports().len() == 16,
+    );
+    assert_eq!(wfm.count("POST", "/token"), tokens + 2);
     agent.kill().unwrap();
     agent.wait().unwrap();
 
@@ -219,21 +242,13 @@ fn outage_with_three_changes_and_a_killed_agent_loses_nothing_and_repeats_nothin
             .map(|r| r.split(':').nth(1).unwrap().to_string())
             .collect()
     };
-    assert_eq!(
-        of("wfm-o1"),
-        ["Pending", "Installing", "Installed", "Removing", "Removed"]
-    );
-    for id in ["wfm-o2", "wfm-o3", "wfm-o4"] {
-        assert_eq!(
-            of(id),
-            ["Pending", "Installing", "Installed"],
-            "{id}: {reports:?}"
-        );
+    let removed = ["Pending", "Installing", "Installed", "Removing", "Removed"];
+    assert_eq!(of("wfm-o1"), removed, "{reports:?}");
+    assert_eq!(of("wfm-o4"), removed, "{reports:?}");
+    for id in ["wfm-o2", "wfm-o3"] {
+        let installed = ["Pending", "Installing", "Installed"];
+        assert_eq!(of(id), installed, "{id}: {reports:?}");
     }
-    assert!(
-        wfm.count("POST", "/token") >= 2,
-        "a token was fetched again"
-    );
     assert_eq!(outbox_len(&d), 0);
     assert_all_valid(&wfm);
     d.cleanup();

@@ -73,6 +73,11 @@ impl TestWfm {
         }
     }
 
+    /// Makes the WFM forget every token it issued: the next call with one gets 401.
+    pub fn revoke_tokens(&self) {
+        std::fs::write(self.dir.join("revoke"), "").expect("write revoke");
+    }
+
     pub fn set_mode(&self, mode: &str) {
         std::fs::write(self.dir.join("mode"), mode).expect("write mode");
     }

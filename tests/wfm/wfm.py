@@ -17,6 +17,8 @@ one JSON object per line), reports.jsonl (accepted deployment statuses, in arriv
 capabilities.json. DIR/mode, re-read on every request, switches misbehaviour:
 
     normal | slow | 500 | status-400 | token-html | token-401 | huge | onboard-missing
+
+and an existing DIR/revoke makes it forget every token it issued (once).
 """
 import argparse, base64, datetime, hashlib, json, os, secrets, ssl, sys, threading, time
 import urllib.parse
@@ -231,6 +233,11 @@ class Handler(BaseHTTPRequestHandler):
         return load_json(os.path.join(self.server.dir, "clients.json"), {})
 
     def bearer_client(self):
+        # DIR/revoke: forget every issued token once (the next call with one gets 401).
+        revoke = os.path.join(self.server.dir, "revoke")
+        if os.path.exists(revoke):
+            os.remove(revoke)
+            self.server.tokens.clear()
         auth = self.headers.get("Authorization", "")
         if not auth.startswith("Bearer "):
             return None
