@@ -354,7 +354,8 @@ fn bad_wfm_answers_are_logged_and_lose_nothing() {
             .success()
     );
     wfm.set_mode("500");
-    misbehaving(&d, "500", &["answered 500"], 3);
+    // Retry-After (7 s) wins over the backoff (1 s here).
+    misbehaving(&d, "500", &["answered 500", "next try in 7s"], 3);
     wfm.set_mode("token-html");
     misbehaving(
         &d,

@@ -27,6 +27,9 @@ pub use outbox::WfmState;
 
 /// Reports delivered per tick at most (the rest follow on the next tick, at once).
 const DELIVERIES_PER_TICK: usize = 50;
+/// A tick starts no new delivery after this long, so a slow WFM delays the loop's other jobs
+/// (polls, observation, watchdog) by at most this plus one call's deadline.
+const TICK_BUDGET: Duration = Duration::from_secs(10);
 /// An error message in a report is cut to this many bytes.
 const REPORT_MESSAGE_MAX: usize = 1024;
 
@@ -428,7 +431,11 @@ impl Wfm {
     fn deliver(&mut self, state: &mut State) -> bool {
         let (entries, _) = outbox::entries(&mut state.wfm);
         let mut changed = false;
+        let started = Instant::now();
         for e in entries.into_iter().take(DELIVERIES_PER_TICK) {
+            if started.elapsed() > TICK_BUDGET {
+                break;
+            }
             let path = format!(
                 "/device/{}/deployment/{}/status",
                 crate::http::query_escape(&self.device_id),
@@ -470,7 +477,7 @@ impl Wfm {
             }
         }
         if !state.wfm.outbox.is_empty() {
-            // Budget used: continue at once.
+            // Budget used: continue on the loop's next turn.
             self.next_due = Instant::now();
         }
         changed

@@ -269,7 +269,7 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(10)
         if mode == "500":
             self.record(500)
-            return self.reply(500, b"internal error", "text/plain")
+            return self.reply(500, b"internal error", "text/plain", {"Retry-After": "7"})
         if mode == "huge":
             self.record(200, extra={"huge": True})
             big = b"{\"pad\":\"" + b"x" * (8 * 1024 * 1024) + b"\"}"
