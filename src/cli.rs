@@ -1,6 +1,7 @@
 //! Command line: `margo-agent [--config PATH] <command>`.
 //!
 //! Commands: `run` (daemon), `run --once`, `status [--json]`, `check-config`, `publish`,
+//! `onboard [--force]`, `capabilities`,
 //! `version`. Parsing is by hand: a handful of flags do not earn an argument-parser crate.
 
 use crate::config::Config;
@@ -17,6 +18,8 @@ commands:
   run [--once]          run the agent (daemon); --once: one reconcile, exit code tells the outcome
   status [--json]       show what is applied and each deployment's state (from the state file)
   check-config          validate the config file and print the effective settings
+  onboard [--force]     onboard with the Fleet Manager (wfm.url); --force: onboard again
+  capabilities          print the DeviceCapabilities document the agent reports
   publish [options] FILE...
                         pack ApplicationDeployment YAML files into the desired-state OCI artifact
                         and push it (see `margo-agent publish --help`)
@@ -116,6 +119,34 @@ fn dispatch(args: &[String]) -> u8 {
             Err(code) => code,
         },
         "publish" => crate::publish::main(opts, config_path.as_deref()),
+        "onboard" => {
+            let force = match opts {
+                [] => false,
+                [o] if o == "--force" => true,
+                _ => {
+                    eprintln!("onboard takes only --force\n\n{USAGE}");
+                    return exit::USAGE;
+                }
+            };
+            match load(&path) {
+                Ok(c) => {
+                    journal::init(
+                        Target::Auto,
+                        Level::parse(&c.log_level).unwrap_or(Level::Info),
+                    );
+                    crate::wfm::onboard_command(c, force)
+                }
+                Err(code) => code,
+            }
+        }
+        "capabilities" => match load(&path) {
+            Ok(c) => {
+                let doc = crate::wfm::capabilities_document(&c.wfm, &c.device_id());
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                exit::OK
+            }
+            Err(code) => code,
+        },
         "version" | "--version" | "-V" => {
             println!("margo-agent {}", env!("CARGO_PKG_VERSION"));
             exit::OK
@@ -195,6 +226,12 @@ pub fn status_table(state: &State) -> String {
     if let (Some(d), Some(e)) = (&src.rejected, &src.rejected_error) {
         out.push_str(&format!("rejected: {d}: {e}\n"));
     }
+    if !state.wfm.outbox.is_empty() {
+        out.push_str(&format!(
+            "WFM:      {} status report(s) queued for the Fleet Manager\n",
+            state.wfm.outbox.len()
+        ));
+    }
     out.push('\n');
     if state.deployments.is_empty() {
         out.push_str("no deployments\n");
@@ -264,6 +301,9 @@ mod tests {
         assert!(t.contains("ERR_IMAGE_PULL: pulling image x failed"), "{t}");
         assert!(t.contains("observed    service \"db\": unhealthy"), "{t}");
         assert!(status_table(&State::default()).contains("no deployments"));
+        assert!(!t.contains("queued"), "{t}");
+        s.wfm.outbox.push(serde_json::json!({}));
+        assert!(status_table(&s).contains("1 status report(s) queued"));
     }
 
     #[test]

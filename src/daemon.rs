@@ -111,18 +111,28 @@ pub fn next_poll_delay(interval: Duration, retry_max: Duration, failures: u32) -
 }
 
 /// `run --once`: one reconcile; the exit code tells the outcome.
-pub fn run_once(config: Config) -> u8 {
+pub fn run_once(mut config: Config) -> u8 {
+    let mut wfm = match crate::wfm::Wfm::start(&mut config) {
+        Ok(w) => w,
+        Err(e) => {
+            journal::error(&format!("{e}; margo-agent cannot start"), &[]);
+            return exit::CONFIG;
+        }
+    };
     let mut agent = match Agent::start(config) {
         Ok(a) => a,
         Err(code) => return code,
     };
     agent.observe();
     let outcome = agent.reconcile();
+    if let Some(w) = wfm.as_mut() {
+        crate::wfm::deliver_now(w, &mut agent);
+    }
     outcome.exit_code()
 }
 
 /// `run`: the daemon.
-pub fn run(config_path: &Path, config: Config) -> u8 {
+pub fn run(config_path: &Path, mut config: Config) -> u8 {
     let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -130,6 +140,13 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
                 &format!("cannot install signal handlers: {e}; exiting"),
                 &[],
             );
+            return exit::CONFIG;
+        }
+    };
+    let mut wfm = match crate::wfm::Wfm::start(&mut config) {
+        Ok(w) => w,
+        Err(e) => {
+            journal::error(&format!("{e}; margo-agent cannot start"), &[]);
             return exit::CONFIG;
         }
     };
@@ -154,7 +171,10 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
         if signals.reload.swap(false, Ordering::Relaxed) {
             journal::notify("RELOADING=1");
             match Config::load(config_path) {
-                Ok(c) => {
+                Ok(mut c) => {
+                    if let Some(w) = &wfm {
+                        w.apply_desired_state(&mut c);
+                    }
                     journal::notice(&format!("reloaded config {}", config_path.display()), &[]);
                     agent.reload(c);
                     next_poll = Instant::now();
@@ -180,6 +200,17 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
             agent.observe();
             next_observe = agent.next_observation(Instant::now());
         }
+        let hold = crate::wfm::schedule::Schedule::from_config(&agent.config().wfm).hold_now();
+        if let (true, Some(h)) = (now >= next_poll, &hold) {
+            // Outside polling hours or in a downtime window: poll when it ends.
+            next_poll = now + Duration::from_secs(h.seconds());
+        }
+        if let Some(w) = wfm.as_mut()
+            && now >= w.next_due()
+            && w.tick(agent.state_mut())
+        {
+            agent.persist();
+        }
         if now >= next_poll {
             let outcome = agent.reconcile();
             failures = match outcome {
@@ -189,12 +220,20 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
                 _ => 0,
             };
             journal::notify(&format!("STATUS={}", outcome.summary()));
+            if let (Some(w), Outcome::Converged { .. } | Outcome::ApplyFailed { .. }) =
+                (wfm.as_mut(), &outcome)
+            {
+                w.nudge();
+            }
             let ds = &agent.config().desired_state;
             next_poll = Instant::now()
                 + next_poll_delay(ds.poll_interval, ds.retry_max, failures)
                 + jitter(ds.poll_jitter);
         }
         let mut wake_at = next_poll.min(next_observe);
+        if let Some(w) = &wfm {
+            wake_at = wake_at.min(w.next_due());
+        }
         if watchdog.is_some() {
             wake_at = wake_at.min(next_ping);
         }

@@ -207,6 +207,17 @@ impl Agent {
         &self.config
     }
 
+    /// The state, for the WFM job (its outbox and capabilities hash live in it).
+    pub fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+
+    /// Writes the state file if it changed (a failure is logged and retried with the next
+    /// change).
+    pub fn persist(&mut self) {
+        let _ = self.save();
+    }
+
     /// Takes a reloaded config (SIGHUP). Settings that cannot change at runtime (state file
     /// path) keep their old value, with a journal line.
     pub fn reload(&mut self, config: Config) {
@@ -470,6 +481,7 @@ impl Agent {
             r.error = error.clone();
             r.since = now_unix();
         }
+        crate::wfm::report(&self.config, &mut self.state, id, false);
         let msg = match (&error, phase) {
             (Some(f), Phase::Failed) => format!(
                 "deployment {id:?}: Failed — {f}; containers not yet replaced keep running, the apply is retried on the next poll"
@@ -525,6 +537,7 @@ impl Agent {
                 since: now_unix(),
             },
         );
+        crate::wfm::report(&self.config, &mut self.state, &dep.id, false);
         self.set_phase(&dep.id, Phase::Installing, None);
         for component in &dep.components {
             if let Some(r) = self.state.deployments.get_mut(&dep.id)
@@ -825,6 +838,7 @@ impl Agent {
                     ("MARGO_STATE", Phase::Removed.as_str()),
                 ],
             );
+            crate::wfm::report(&self.config, &mut self.state, &id, true);
             self.state.deployments.remove(&id);
         }
         Ok(count)

@@ -157,6 +157,9 @@ pub struct State {
     /// rebooted, and containers are restored as the engine's restart logic would.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub boot_id: String,
+    /// Fleet Manager bookkeeping: the status outbox, the capabilities last accepted.
+    #[serde(default, skip_serializing_if = "crate::wfm::WfmState::is_empty")]
+    pub wfm: crate::wfm::WfmState,
 }
 
 impl Default for State {
@@ -166,6 +169,7 @@ impl Default for State {
             source: SourceState::default(),
             deployments: BTreeMap::new(),
             boot_id: String::new(),
+            wfm: crate::wfm::WfmState::default(),
         }
     }
 }

@@ -32,4 +32,6 @@ export MARGO_TESTBED="$BED/env"
 
 echo "== cargo test"
 cargo test --all-targets -- --test-threads=2
+echo "== cargo test --features tpm (device key in swtpm)"
+cargo test --features tpm --test e2e_tpm
 echo "== all tests passed in $(( $(date +%s) - T0 )) s"

@@ -14,7 +14,8 @@ PKGS=(
   apache2-utils                        # htpasswd -B
   skopeo                               # copying images between registries/archives (tests, debugging)
   openssl ca-certificates curl         # test CA, readiness probes
-  python3 python3-cryptography         # token_server.py (run with /usr/bin/python3)
+  python3 python3-cryptography         # token_server.py, tests/wfm/wfm.py (run with /usr/bin/python3)
+  libtss2-dev swtpm pkg-config         # feature `tpm`: tpm2-tss to link, a software TPM to test against
 )
 if [ "${MARGO_TB_NET_BACKEND:-netavark}" = cni ]; then
   # CNI has no built-in DNS: the dnsname plugin (runs dnsmasq) provides name resolution.

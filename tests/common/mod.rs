@@ -8,6 +8,7 @@
 
 pub mod engine;
 pub mod raw_push;
+pub mod wfm;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
