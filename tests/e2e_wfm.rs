@@ -217,7 +217,9 @@ fn outage_with_three_changes_and_a_killed_agent_loses_nothing_and_repeats_nothin
         .filter(|r| r["status"] == 401 && r["path"].as_str().unwrap_or("").ends_with("/status"))
         .count();
     assert_eq!(unauthorised, 1, "exactly one call met the revoked token");
-    assert_eq!(wfm.count("POST", "/token"), tokens + 1);
+    // At least the refresh after the 401; the 4 s token may also have expired in the
+    // meantime on a loaded machine, which is a second, legitimate fetch.
+    assert!(wfm.count("POST", "/token") > tokens);
     // The token expires while the agent runs (TTL 4 s): it is fetched again before use.
     std::thread::sleep(Duration::from_secs(5));
     assert!(
