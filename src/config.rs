@@ -57,6 +57,8 @@ pub struct Config {
     pub log_level: String,
     /// What deployments may reach on the host (`docs/policy.md`).
     pub policy: Policy,
+    /// OTLP metrics export and the collector variables of workloads (`docs/metrics.md`).
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             work_dir: PathBuf::from("/var/lib/margo-agent/work"),
             log_level: "info".into(),
             policy: Policy::default(),
+            telemetry: Default::default(),
         }
     }
 }
@@ -348,6 +351,9 @@ impl Config {
             return Err(invalid("device_id", "must be 1 to 128 characters".into()));
         }
         if let Some((key, reason)) = self.policy.problem() {
+            return Err(invalid(&key, reason));
+        }
+        if let Some((key, reason)) = self.telemetry.problem() {
             return Err(invalid(&key, reason));
         }
         if crate::journal::Level::parse(&self.log_level).is_none() {
