@@ -176,26 +176,51 @@ impl Exporter {
             }
             429 | 502 | 503 | 504 => Sent::Retry {
                 after: retry_after,
-                reason: format!("{} answered HTTP {status}{}", self.url, snippet(body.ok())),
+                reason: format!(
+                    "{} answered HTTP {status}{}",
+                    self.url,
+                    snippet(body.ok(), &content_type)
+                ),
             },
             _ => Sent::Dropped {
-                reason: format!("{} answered HTTP {status}{}", self.url, snippet(body.ok())),
+                reason: format!(
+                    "{} answered HTTP {status}{}",
+                    self.url,
+                    snippet(body.ok(), &content_type)
+                ),
             },
         }
     }
 }
 
-/// The first line of an error body, short, for the journal.
-fn snippet(body: Option<Vec<u8>>) -> String {
+/// What an error answer says, short and on one line, for the journal: the message of an OTLP
+/// `google.rpc.Status` (protobuf or JSON), else the first line of the text.
+fn snippet(body: Option<Vec<u8>>, content_type: &str) -> String {
     let Some(b) = body else {
         return String::new();
     };
-    let text = String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned();
-    let line = text
+    let status = if content_type.contains("protobuf") {
+        super::proto::Status::decode(b.as_slice())
+            .ok()
+            .map(|s| s.message)
+    } else if content_type.contains("json") {
+        serde_json::from_slice::<serde_json::Value>(&b)
+            .ok()
+            .and_then(|v| v.get("message")?.as_str().map(str::to_string))
+    } else {
+        None
+    };
+    let text =
+        status.unwrap_or_else(|| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned());
+    let line: String = text
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty())
-        .unwrap_or("");
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
     if line.is_empty() {
         String::new()
     } else {

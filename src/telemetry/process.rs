@@ -56,11 +56,14 @@ pub fn parse(stat: &str, status: &str, proc_stat: &str, open_fds: u64) -> Option
             .ok()
             .map(|v| v * 1024)
     };
-    let start_ns = btime as f64 * 1e9 + start_ticks as f64 / USER_HZ * 1e9;
+    // Integer arithmetic: a start time must be identical in every export.
+    let start_ns = btime
+        .saturating_mul(1_000_000_000)
+        .saturating_add(start_ticks.saturating_mul(1_000_000_000 / USER_HZ as u64));
     Some(Reading {
         user_s: utime as f64 / USER_HZ,
         system_s: stime as f64 / USER_HZ,
-        start_unix_nano: start_ns as u64,
+        start_unix_nano: start_ns,
         rss_bytes: kb("VmRSS:").unwrap_or(0),
         virtual_bytes: kb("VmSize:").unwrap_or(0),
         open_fds,

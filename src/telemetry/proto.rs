@@ -26,6 +26,15 @@ pub struct ExportMetricsPartialSuccess {
     pub error_message: String,
 }
 
+/// `google.rpc.Status`: the body of an OTLP error answer (details are not read).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Status {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ResourceMetrics {
     #[prost(message, optional, tag = "1")]
