@@ -347,6 +347,29 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// One line for `check-config`.
+    pub fn summary(&self) -> String {
+        let export = if self.enabled {
+            format!(
+                "metrics to {} every {} ms ({}{})",
+                self.url,
+                self.interval.as_millis(),
+                self.protocol.as_str(),
+                if self.gzip { ", gzip" } else { "" }
+            )
+        } else {
+            "no export (no collector endpoint set, or OTEL_SDK_DISABLED=true)".to_string()
+        };
+        if self.workload_env.is_empty() {
+            export
+        } else {
+            let vars: Vec<&str> = self.workload_env.keys().map(String::as_str).collect();
+            format!("{export}; workloads get {}", vars.join(", "))
+        }
+    }
+}
+
 /// `base` + `v1/metrics`, with exactly one `/` between them.
 pub fn metrics_url(base: &str) -> String {
     format!("{}/v1/metrics", base.trim().trim_end_matches('/'))
