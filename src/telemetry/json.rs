@@ -192,3 +192,78 @@ pub fn partial_success(body: &[u8]) -> Option<(i64, String)> {
         .to_string();
     (rejected != 0 || !message.is_empty()).then_some((rejected, message))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+mod tests {
+    use super::super::instruments::{Batch, Hist, int};
+    use super::*;
+
+    #[test]
+    fn follows_the_otlp_json_mapping() {
+        let mut b = Batch::new(1_700_000_000_000_000_001);
+        b.sum(
+            "c",
+            "d",
+            "By",
+            true,
+            vec![(vec![KeyValue::int("n", 1 << 60)], 5, int(u64::MAX))],
+        );
+        let mut h = Hist::default();
+        h.record(0.2);
+        b.histogram("h", "", "s", vec![(vec![], 5, &h)]);
+        b.gauge("g", "", "1", vec![(vec![], 0, Value::AsDouble(f64::NAN))]);
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue::str("service.name", "x")],
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: None,
+                    metrics: b.metrics,
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        let v: J = serde_json::from_slice(&encode(&req)).unwrap();
+        let m = &v["resourceMetrics"][0]["scopeMetrics"][0]["metrics"];
+        let sum = &m[0]["sum"];
+        assert_eq!(sum["aggregationTemporality"], 2, "enums are integers");
+        assert_eq!(sum["isMonotonic"], true);
+        let p = &sum["dataPoints"][0];
+        assert_eq!(
+            p["asInt"],
+            i64::MAX.to_string(),
+            "64-bit integers are strings"
+        );
+        assert_eq!(p["startTimeUnixNano"], "5");
+        assert_eq!(p["timeUnixNano"], "1700000000000000001");
+        assert_eq!(
+            p["attributes"][0]["value"]["intValue"],
+            (1i64 << 60).to_string()
+        );
+        let hp = &m[1]["histogram"]["dataPoints"][0];
+        assert_eq!(hp["count"], "1");
+        assert_eq!(hp["bucketCounts"].as_array().unwrap().len(), 15);
+        assert_eq!(hp["bucketCounts"][5], "1");
+        assert_eq!(hp["explicitBounds"][0], 0.005);
+        assert!(m[1].get("description").is_none(), "defaults are left out");
+        let gp = &m[2]["gauge"]["dataPoints"][0];
+        assert_eq!(gp["asDouble"], 0.0, "no NaN on the wire");
+        assert!(gp.get("startTimeUnixNano").is_none());
+        assert_eq!(
+            v["resourceMetrics"][0]["resource"]["attributes"][0]["value"]["stringValue"],
+            "x"
+        );
+    }
+
+    #[test]
+    fn reads_partial_success() {
+        assert_eq!(
+            partial_success(br#"{"partialSuccess":{"rejectedDataPoints":3}}"#),
+            Some((3, String::new()))
+        );
+        assert_eq!(partial_success(br#"{"partialSuccess":{}}"#), None);
+        assert_eq!(partial_success(b"<html>"), None);
+    }
+}
