@@ -187,6 +187,33 @@ fn metric<'a>(req: &'a Value, name: &str) -> Option<&'a Value> {
     metrics(req).into_iter().find(|m| m["name"] == name)
 }
 
+/// Every metric called `name`, with the resource it belongs to.
+fn all_of<'a>(req: &'a Value, name: &str) -> Vec<(&'a Value, &'a Value)> {
+    let mut out = Vec::new();
+    for rm in req["request"]["resourceMetrics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
+            for m in sm["metrics"].as_array().into_iter().flatten() {
+                if m["name"] == name {
+                    out.push((&rm["resource"], m));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The metric `name` of the container resource with `container.id` = `id`.
+fn container_metric<'a>(req: &'a Value, id: &str, name: &str) -> Option<&'a Value> {
+    all_of(req, name)
+        .into_iter()
+        .find(|(res, _)| attr_str(res, "container.id") == Some(id))
+        .map(|(_, m)| m)
+}
+
 fn points(m: &Value) -> Vec<&Value> {
     ["sum", "gauge", "histogram"]
         .iter()
@@ -312,9 +339,11 @@ fn metrics_decode_with_the_official_proto_in_every_encoding() {
         );
         // Two exports with both containers running and the web one healthy.
         let all = receiver.wait(seen + 1, Duration::from_secs(90), |r| {
-            metric(r, "container.cpu.time").is_some_and(|m| points(m).len() == 2)
-                && metric(r, "margo.container.healthy")
-                    .is_some_and(|m| points(m).iter().all(|p| value(p) == 1.0))
+            all_of(r, "container.cpu.time").len() == 2
+                && all_of(r, "margo.container.healthy").len() == 1
+                && all_of(r, "margo.container.healthy")
+                    .iter()
+                    .all(|(_, m)| value(points(m)[0]) == 1.0)
         });
         let all = receiver.wait(all.len(), Duration::from_secs(10), |_| true);
         daemon.stop();
@@ -438,54 +467,53 @@ fn metrics_decode_with_the_official_proto_in_every_encoding() {
             start(first, "margo.agent.reconciles"),
             start(second, "margo.agent.reconciles")
         );
-        assert_eq!(
-            start(first, "container.cpu.time"),
-            start(second, "container.cpu.time")
-        );
         // Container values, one series per running container, with its attributes.
         let ids = dev.container_ids();
         assert_eq!(ids.len(), 2);
         for (name, id) in &ids {
-            let cpu_point = |r: &Value| {
-                points(metric(r, "container.cpu.time").unwrap())
-                    .into_iter()
-                    .find(|p| attr_str(p, "container.id") == Some(id))
-                    .map(value)
-                    .unwrap_or_else(|| panic!("no container.cpu.time for {name}"))
+            let one = |r: &Value, metric: &str| {
+                let m = container_metric(r, id, metric)
+                    .unwrap_or_else(|| panic!("no {metric} for {name}"));
+                value(points(m)[0])
             };
-            let p = points(metric(r, "container.memory.usage").unwrap())
+            let (res, _) = all_of(r, "container.memory.usage")
                 .into_iter()
-                .find(|p| attr_str(p, "container.id") == Some(id))
+                .find(|(res, _)| attr_str(res, "container.id") == Some(id))
                 .unwrap();
-            assert!(value(p) > 0.0, "{name}: memory > 0");
-            assert_eq!(attr_str(p, "container.name"), Some(name.as_str()));
-            assert_eq!(attr_str(p, "margo.deployment.id"), Some(dep));
-            assert_eq!(attr_str(p, "margo.component"), Some("otel"));
+            assert!(one(r, "container.memory.usage") > 0.0, "{name}: memory > 0");
+            assert_eq!(attr_str(res, "container.name"), Some(name.as_str()));
+            assert_eq!(attr_str(res, "margo.deployment.id"), Some(dep));
+            assert_eq!(attr_str(res, "margo.component"), Some("otel"));
+            assert_eq!(attr_str(res, "margo.device.id"), Some("otel-main"));
             assert!(
-                attr_str(p, "container.image.name")
+                attr_str(res, "container.image.name")
                     .unwrap()
                     .contains("busybox")
             );
-            assert!(attr_str(p, "margo.compose.project").is_some());
-            let service = attr_str(p, "margo.compose.service").unwrap();
-            if service == "web" {
+            assert!(attr_str(res, "margo.compose.project").is_some());
+            assert!(one(r, "container.uptime") > 0.0);
+            let start = |r: &Value| {
+                points(container_metric(r, id, "container.cpu.time").unwrap())[0]
+                    ["startTimeUnixNano"]
+                    .clone()
+            };
+            assert_eq!(start(first), start(second), "{name}: one cumulative series");
+            if attr_str(res, "margo.compose.service") == Some("web") {
+                let cpu = |r: &Value| one(r, "container.cpu.time");
+                assert!(cpu(second) > cpu(first), "{name}: CPU time grows");
                 assert!(
-                    cpu_point(second) > cpu_point(first),
-                    "{name}: CPU time grows"
-                );
-                assert!(
-                    cpu_point(second) >= last_cpu,
+                    cpu(second) >= last_cpu,
                     "{name}: continuous across agent restarts"
                 );
-                last_cpu = cpu_point(second);
+                last_cpu = cpu(second);
             }
+            let net = container_metric(r, id, "container.network.io").unwrap();
             for dir in ["receive", "transmit"] {
-                let net = points(metric(r, "container.network.io").unwrap())
+                let n = points(net)
                     .into_iter()
-                    .filter(|p| attr_str(p, "container.id") == Some(id))
                     .filter(|p| attr_str(p, "network.io.direction") == Some(dir))
                     .count();
-                assert_eq!(net, 1, "{name}: network.io {dir}");
+                assert_eq!(n, 1, "{name}: network.io {dir}");
             }
         }
     }

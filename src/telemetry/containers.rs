@@ -2,7 +2,7 @@
 //! call per export (plus the container list that finds them by the agent's labels).
 
 use super::instruments::{Batch, Point, int};
-use super::proto::{KeyValue, Value};
+use super::proto::{KeyValue, Metric, Value};
 use crate::compose::libpod::{LABEL_PROJECT, LABEL_SERVICE};
 use crate::podman::{ContainerStats, ContainerSummary, Podman, PodmanError};
 use crate::reconcile::{
@@ -37,6 +37,8 @@ pub fn collect(podman: &mut Podman, device_id: &str) -> Result<Vec<Observed>, Po
         .collect())
 }
 
+/// The resource attributes of a container (semantic conventions `container.*`, plus the
+/// compose and Margo labels the agent set).
 fn attributes(c: &ContainerSummary) -> Vec<KeyValue> {
     let mut a = vec![
         KeyValue::str("container.id", c.id.clone()),
@@ -57,111 +59,102 @@ fn attributes(c: &ContainerSummary) -> Vec<KeyValue> {
     a
 }
 
-fn with(mut a: Vec<KeyValue>, k: &str, v: &str) -> Vec<KeyValue> {
-    a.push(KeyValue::str(k, v));
-    a
+fn dir(k: &str, v: &str) -> Vec<KeyValue> {
+    vec![KeyValue::str(k, v)]
 }
 
-/// Adds the container metrics to `b`. Cumulative series start when the container started
-/// (a restart starts a new series, as the data model wants for a reset).
-pub fn record(b: &mut Batch, observed: &[Observed]) {
-    let (mut cpu, mut mem, mut net, mut disk, mut up, mut health, mut pids) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+/// The metrics of each container, as (resource attributes, metrics): one OTLP resource per
+/// container, as the semantic conventions model it, so its identifying attributes are sent
+/// once rather than on every point. Cumulative series start when the container started (a
+/// restart starts a new series, as the data model wants after a reset).
+pub fn record(now: u64, observed: &[Observed]) -> Vec<(Vec<KeyValue>, Vec<Metric>)> {
+    let mut out = Vec::new();
     for o in observed {
         let c = &o.summary;
-        let a = attributes(c);
-        match c.health.as_str() {
-            "healthy" | "unhealthy" | "starting" => health.push((
-                with(a.clone(), "margo.container.health", &c.health),
-                0,
-                int(u64::from(c.health == "healthy")),
-            )),
-            _ => {}
+        let mut b = Batch::new(now);
+        if matches!(c.health.as_str(), "healthy" | "unhealthy" | "starting") {
+            b.gauge(
+                "margo.container.healthy",
+                "1 when the container's healthcheck passes, else 0 (containers with a healthcheck only).",
+                "1",
+                vec![(
+                    dir("margo.container.health", &c.health),
+                    0,
+                    int(u64::from(c.health == "healthy")),
+                )],
+            );
         }
-        let Some(s) = &o.stats else { continue };
-        let start = u64::try_from(c.started_at)
-            .unwrap_or(0)
-            .saturating_mul(1_000_000_000);
-        cpu.push((a.clone(), start, Value::AsDouble(s.cpu_nano as f64 / 1e9)));
-        mem.push((a.clone(), start, int(s.mem_usage)));
-        pids.push((a.clone(), start, int(s.pids)));
-        net.push((
-            with(a.clone(), "network.io.direction", "receive"),
-            start,
-            int(s.net_input),
-        ));
-        net.push((
-            with(a.clone(), "network.io.direction", "transmit"),
-            start,
-            int(s.net_output),
-        ));
-        disk.push((
-            with(a.clone(), "disk.io.direction", "read"),
-            start,
-            int(s.block_input),
-        ));
-        disk.push((
-            with(a.clone(), "disk.io.direction", "write"),
-            start,
-            int(s.block_output),
-        ));
-        if start > 0 {
-            let secs = b.now.saturating_sub(start) as f64 / 1e9;
-            up.push((a, 0, Value::AsDouble(secs)));
+        if let Some(s) = &o.stats {
+            let start = u64::try_from(c.started_at)
+                .unwrap_or(0)
+                .saturating_mul(1_000_000_000);
+            let one = |v: Value| -> Vec<Point> { vec![(vec![], start, v)] };
+            b.sum(
+                "container.cpu.time",
+                "Total CPU time consumed by the container on all CPU cores.",
+                "s",
+                true,
+                one(Value::AsDouble(s.cpu_nano as f64 / 1e9)),
+            );
+            b.sum(
+                "container.memory.usage",
+                "Memory usage of the container.",
+                "By",
+                false,
+                one(int(s.mem_usage)),
+            );
+            b.sum(
+                "container.network.io",
+                "Network bytes for the container.",
+                "By",
+                true,
+                vec![
+                    (
+                        dir("network.io.direction", "receive"),
+                        start,
+                        int(s.net_input),
+                    ),
+                    (
+                        dir("network.io.direction", "transmit"),
+                        start,
+                        int(s.net_output),
+                    ),
+                ],
+            );
+            b.sum(
+                "container.disk.io",
+                "Disk bytes for the container.",
+                "By",
+                true,
+                vec![
+                    (dir("disk.io.direction", "read"), start, int(s.block_input)),
+                    (
+                        dir("disk.io.direction", "write"),
+                        start,
+                        int(s.block_output),
+                    ),
+                ],
+            );
+            b.sum(
+                "margo.container.pids",
+                "Processes in the container.",
+                "{process}",
+                false,
+                one(int(s.pids)),
+            );
+            if start > 0 {
+                let secs = now.saturating_sub(start) as f64 / 1e9;
+                b.gauge(
+                    "container.uptime",
+                    "The time the container has been running.",
+                    "s",
+                    vec![(vec![], 0, Value::AsDouble(secs))],
+                );
+            }
+        }
+        if !b.metrics.is_empty() {
+            out.push((attributes(c), b.metrics));
         }
     }
-    let sum =
-        |b: &mut Batch, n: &str, d: &str, u: &str, m: bool, p: Vec<Point>| b.sum(n, d, u, m, p);
-    sum(
-        b,
-        "container.cpu.time",
-        "Total CPU time consumed by the container on all CPU cores.",
-        "s",
-        true,
-        cpu,
-    );
-    sum(
-        b,
-        "container.memory.usage",
-        "Memory usage of the container.",
-        "By",
-        false,
-        mem,
-    );
-    sum(
-        b,
-        "container.network.io",
-        "Network bytes for the container.",
-        "By",
-        true,
-        net,
-    );
-    sum(
-        b,
-        "container.disk.io",
-        "Disk bytes for the container.",
-        "By",
-        true,
-        disk,
-    );
-    sum(
-        b,
-        "margo.container.pids",
-        "Processes in the container.",
-        "{process}",
-        false,
-        pids,
-    );
-    b.gauge(
-        "container.uptime",
-        "The time the container has been running.",
-        "s",
-        up,
-    );
-    b.gauge(
-        "margo.container.healthy",
-        "1 when the container's healthcheck passes, else 0 (containers with a healthcheck only).",
-        "1",
-        health,
-    );
+    out
 }

@@ -76,6 +76,8 @@ pub struct Telemetry {
     settings: Settings,
     exporter: Exporter,
     resource: Resource,
+    /// The device's attributes, added to each container's resource.
+    device_attributes: Vec<KeyValue>,
     /// Start time of the agent's own cumulative series (the process start).
     start_unix_nano: u64,
     next: Instant,
@@ -140,6 +142,16 @@ impl Telemetry {
             .map(|(k, v)| KeyValue::str(&k, v))
             .collect();
         attributes.push(KeyValue::int("process.pid", i64::from(std::process::id())));
+        let device_attributes = attributes
+            .iter()
+            .filter(|kv| {
+                matches!(
+                    kv.key.as_str(),
+                    "margo.device.id" | "host.name" | "host.arch" | "os.type"
+                )
+            })
+            .cloned()
+            .collect();
         let start_unix_nano = process::read().map_or_else(now_unix_nano, |r| r.start_unix_nano);
         journal::info(
             &format!(
@@ -155,6 +167,7 @@ impl Telemetry {
             settings: settings.clone(),
             exporter,
             resource: Resource { attributes },
+            device_attributes,
             start_unix_nano,
             // The first export waits one interval: there is little to say before that.
             next: Instant::now() + settings.interval,
@@ -176,20 +189,45 @@ impl Telemetry {
         self.next = at;
     }
 
-    /// Builds the request from current values.
+    /// Builds the request from current values: the agent's resource (agent and process
+    /// metrics), then one resource per managed container.
     pub fn collect(&mut self, view: View<'_>) -> ExportMetricsServiceRequest {
         let mut b = Batch::new(now_unix_nano());
         self.record_agent(&mut b, &view);
         if let Some(r) = process::read() {
             process::record(&mut b, &r);
         }
+        let scope = || {
+            Some(InstrumentationScope {
+                name: "margo-agent".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+        };
+        let mut resource_metrics = vec![ResourceMetrics {
+            resource: Some(self.resource.clone()),
+            scope_metrics: vec![ScopeMetrics {
+                scope: scope(),
+                metrics: b.metrics,
+            }],
+            schema_url: String::new(),
+        }];
         if let Some(podman) = view.podman {
             match containers::collect(podman, view.device_id) {
                 Ok(observed) => {
                     if self.container_error.take().is_some() {
                         journal::info("container metrics available again", &[]);
                     }
-                    containers::record(&mut b, &observed);
+                    for (mut attributes, metrics) in containers::record(b.now, &observed) {
+                        attributes.extend(self.device_attributes.iter().cloned());
+                        resource_metrics.push(ResourceMetrics {
+                            resource: Some(Resource { attributes }),
+                            scope_metrics: vec![ScopeMetrics {
+                                scope: scope(),
+                                metrics,
+                            }],
+                            schema_url: String::new(),
+                        });
+                    }
                 }
                 Err(e) => {
                     let msg = format!(
@@ -202,19 +240,7 @@ impl Telemetry {
                 }
             }
         }
-        ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: Some(self.resource.clone()),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(InstrumentationScope {
-                        name: "margo-agent".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                    }),
-                    metrics: b.metrics,
-                }],
-                schema_url: String::new(),
-            }],
-        }
+        ExportMetricsServiceRequest { resource_metrics }
     }
 
     fn record_agent(&self, b: &mut Batch, v: &View<'_>) {
