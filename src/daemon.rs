@@ -139,7 +139,10 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
     };
     let mut telemetry = match start_telemetry(&agent) {
         Ok(t) => t,
-        Err(()) => return exit::CONFIG,
+        Err(e) => {
+            journal::error(&format!("{e}; margo-agent cannot start"), &[]);
+            return exit::CONFIG;
+        }
     };
     let watchdog = journal::watchdog_interval().map(|w| w / 2);
     journal::notify("READY=1\nSTATUS=started, polling desired state");
@@ -161,8 +164,11 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
                 Ok(c) => {
                     journal::notice(&format!("reloaded config {}", config_path.display()), &[]);
                     agent.reload(c);
-                    if let Ok(t) = start_telemetry(&agent) {
-                        telemetry = t;
+                    match start_telemetry(&agent) {
+                        Ok(t) => telemetry = t,
+                        Err(e) => {
+                            journal::error(&format!("{e}; the running metrics export is kept"), &[])
+                        }
                     }
                     next_poll = Instant::now();
                 }
@@ -220,12 +226,12 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
     }
 }
 
-/// The telemetry export job for the agent's settings (`None`: export is off); a setting that
-/// cannot be used (an unreadable certificate) is logged.
-fn start_telemetry(agent: &Agent) -> Result<Option<crate::telemetry::Telemetry>, ()> {
+/// The telemetry export job for the agent's settings (`None`: export is off); the error
+/// names a setting that cannot be used (an unreadable or unusable certificate).
+fn start_telemetry(agent: &Agent) -> Result<Option<crate::telemetry::Telemetry>, String> {
     let c = agent.config();
     crate::telemetry::Telemetry::start(agent.telemetry_settings(), &c.tls, &c.device_id())
-        .map_err(|e| journal::error(&format!("telemetry setting {e}; export is off"), &[]))
+        .map_err(|e| format!("telemetry setting {e}"))
 }
 
 #[cfg(test)]

@@ -16,11 +16,13 @@ is used and removed): {"status": 429, "headers": {"Retry-After": "3"}, "body": "
 "close": true (drop the connection without an answer)}. Without an entry: 200 and an empty
 ExportMetricsServiceResponse in the request's encoding.
 
-usage: otlp_receiver.py PORT LOG CONTROL
+usage: otlp_receiver.py PORT LOG CONTROL [CERT KEY [CLIENT_CA]]
+  CERT KEY: serve HTTPS with this certificate; CLIENT_CA: require a client certificate it signed
 """
 import gzip
 import json
 import os
+import ssl
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -140,4 +142,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 HTTPServer.allow_reuse_address = True
-HTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+server = HTTPServer(("127.0.0.1", PORT), Handler)
+if len(sys.argv) > 5:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+    if len(sys.argv) > 6:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(sys.argv[6])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()

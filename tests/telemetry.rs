@@ -16,6 +16,8 @@ struct Receiver {
     port: u16,
     log: PathBuf,
     control: PathBuf,
+    /// Extra arguments: certificate, key and client CA for HTTPS.
+    tls: Vec<String>,
 }
 
 fn python() -> String {
@@ -37,6 +39,7 @@ impl Receiver {
             port: common::free_port(),
             log: dir.join("otlp.jsonl"),
             control: dir.join("otlp-control.json"),
+            tls: Vec::new(),
         };
         r.start();
         r
@@ -48,6 +51,7 @@ impl Receiver {
             .arg(self.port.to_string())
             .arg(&self.log)
             .arg(&self.control)
+            .args(&self.tls)
             .stdout(Stdio::null())
             .spawn()
             .expect("start otlp_receiver.py");
@@ -805,4 +809,120 @@ fn bad_settings_are_named_and_tls_errors_do_not_affect_convergence() {
     let c = &bed.containers("org.margo.deployment-id", dep)[0];
     assert_ne!(c["Labels"]["com.docker.compose.config-hash"], hash);
     dev.cleanup();
+}
+
+/// A collector behind TLS with its own CA (`OTEL_EXPORTER_OTLP_CERTIFICATE`, not in the
+/// agent's trust store) that requires a client certificate (`…_CLIENT_CERTIFICATE`,
+/// `…_CLIENT_KEY`): exports arrive; without the client certificate the handshake fails, which
+/// is logged once and changes nothing else.
+#[test]
+fn mutual_tls_to_the_collector() {
+    let bed = Bed::get();
+    let dev = Device::new("otel-tls");
+    let ca = bed.var("MARGO_TB_CA");
+    let tls_dir = Path::new(ca).parent().unwrap();
+    // A client certificate signed by the bed's CA.
+    let key = dev.dir.join("client.key");
+    let cert = dev.dir.join("client.pem");
+    let csr = dev.dir.join("client.csr");
+    let sh = format!(
+        "openssl ecparam -name prime256v1 -genkey -noout -out {key} && \
+         openssl req -new -key {key} -subj /CN=margo-agent-otel -out {csr} && \
+         printf 'basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n' > {ext} && \
+         openssl x509 -req -in {csr} -CA {ca} -CAkey {cakey} -CAcreateserial -CAserial {serial} -days 1 -extfile {ext} -out {cert}",
+        key = key.display(),
+        csr = csr.display(),
+        cert = cert.display(),
+        cakey = bed.var("MARGO_TB_CA_KEY"),
+        serial = dev.dir.join("ca.srl").display(),
+        ext = dev.dir.join("client.ext").display(),
+    );
+    let out = Command::new("sh").args(["-c", &sh]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut receiver = Receiver {
+        child: None,
+        port: common::free_port(),
+        log: dev.dir.join("otlp.jsonl"),
+        control: dev.dir.join("otlp-control.json"),
+        tls: [
+            tls_dir.join("server.pem"),
+            tls_dir.join("server.key"),
+            PathBuf::from(ca),
+        ]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect(),
+    };
+    receiver.start();
+    // The agent's own trust store does not hold the bed's CA.
+    let config = std::fs::read_to_string(&dev.config).unwrap();
+    std::fs::write(
+        &dev.config,
+        config.replace(&format!("extra_ca: [{ca}]"), "extra_ca: []"),
+    )
+    .unwrap();
+    let endpoint = format!("https://127.0.0.1:{}", receiver.port);
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let base = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
+        ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", ca),
+    ];
+    let mut env = base.to_vec();
+    env.extend([
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert.as_str()),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key.as_str()),
+    ]);
+    let daemon = Daemon::start(&dev, &env);
+    let all = receiver.wait(1, Duration::from_secs(30), |r| r["error"].is_null());
+    assert!(metric(all.last().unwrap(), "process.cpu.time").is_some());
+    let log = daemon.stop();
+    assert!(!log.contains("metrics export"), "{log}");
+
+    let n = receiver.requests().len();
+    let daemon = Daemon::start(&dev, &base);
+    std::thread::sleep(Duration::from_secs(4));
+    let log = daemon.stop();
+    assert_eq!(
+        receiver.requests().len(),
+        n,
+        "no export without the client certificate"
+    );
+    assert_eq!(log.matches("metrics export failed").count(), 1, "{log}");
+
+    // A certificate rustls cannot use (X.509 v1, no extensions) is a startup error naming the
+    // variable, not a crash at the first export.
+    let v1 = dev.dir.join("client-v1.pem");
+    let sh = format!(
+        "openssl x509 -req -in {csr} -CA {ca} -CAkey {cakey} -CAserial {serial} -days 1 -out {v1}",
+        csr = csr.display(),
+        cakey = bed.var("MARGO_TB_CA_KEY"),
+        serial = dev.dir.join("ca.srl").display(),
+        v1 = v1.display(),
+    );
+    let out = Command::new("sh").args(["-c", &sh]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v1 = v1.display().to_string();
+    let mut env = base.to_vec();
+    env.extend([
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", v1.as_str()),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key.as_str()),
+    ]);
+    let out = dev.cmd_env(&["run"], &env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"),
+        "{err}"
+    );
+    eprintln!("{err}");
 }

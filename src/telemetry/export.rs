@@ -75,6 +75,9 @@ impl Exporter {
                         format!("{} holds no PEM private key", key.display()),
                     )
                 })?;
+            // ureq would panic on a certificate rustls refuses: refuse it here, by name.
+            check_client_auth(&chain, &key)
+                .map_err(|e| cert_err("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", e))?;
             builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
         }
         crate::http::install_crypto_provider();
@@ -191,6 +194,30 @@ impl Exporter {
             },
         }
     }
+}
+
+/// Whether rustls accepts `chain` and `key` as a client identity (an X.509 v3 end-entity
+/// certificate whose public key matches the key), as ureq will ask it.
+fn check_client_auth(
+    chain: &[ureq::tls::Certificate<'static>],
+    key: &ureq::tls::PrivateKey<'static>,
+) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = chain
+        .iter()
+        .map(|c| CertificateDer::from(c.der().to_vec()))
+        .collect();
+    let key = PrivateKeyDer::try_from(key.der())
+        .map_err(|e| format!("the private key is not usable: {e}"))?
+        .clone_key();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_client_auth_cert(certs, key)
+        .map(drop)
+        .map_err(|e| format!("the client certificate and key are not usable: {e}"))
 }
 
 /// What an error answer says, short and on one line, for the journal: the message of an OTLP

@@ -430,10 +430,13 @@ impl Telemetry {
         sent
     }
 
-    /// Logs a failure when it starts or its reason changes.
+    /// Logs a failure when it starts or its kind changes: the HTTP status, or "no answer"
+    /// (connection, TLS and timeout failures, whose wording varies from one try to the next).
     fn report(&mut self, msg: String) {
-        // Compare without the retry delay, which changes every time.
-        let key = msg.split("; ").next().unwrap_or("").to_string();
+        let key = match msg.split_once(" answered HTTP ") {
+            Some((_, rest)) => format!("HTTP {}", rest.get(..3).unwrap_or(rest)),
+            None => "no answer".to_string(),
+        };
         if self.outage.as_deref() != Some(key.as_str()) {
             journal::warn(&msg, &[("ERROR_CODE", "ERR_TELEMETRY_EXPORT")]);
             self.outage = Some(key);
