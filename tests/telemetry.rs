@@ -926,3 +926,53 @@ fn mutual_tls_to_the_collector() {
     );
     eprintln!("{err}");
 }
+
+/// SIGHUP re-reads the telemetry settings: exports move to the new collector; a config with a
+/// bad telemetry value is refused and the running export goes on.
+#[test]
+fn reload_moves_the_export_and_refuses_bad_settings() {
+    let dev = Device::new("otel-reload");
+    let a = Receiver::new(&dev.dir);
+    let b_dir = dev.dir.join("b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let b = Receiver::new(&b_dir);
+    let base = std::fs::read_to_string(&dev.config).unwrap();
+    let with = |extra: &str| std::fs::write(&dev.config, format!("{base}{extra}")).unwrap();
+    with(&format!(
+        "telemetry:\n  endpoint: {}\n  export_interval: 1s\n",
+        a.endpoint()
+    ));
+    let daemon = Daemon::start(&dev, &[]);
+    a.wait(0, Duration::from_secs(30), |r| r["error"].is_null());
+    with(&format!(
+        "telemetry:\n  endpoint: {}\n  export_interval: 1s\n",
+        b.endpoint()
+    ));
+    let hup = || {
+        let ok = Command::new("kill")
+            .args(["-HUP", &daemon.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    hup();
+    b.wait(0, Duration::from_secs(30), |r| r["error"].is_null());
+    let n = a.requests().len();
+    with(&format!(
+        "telemetry:\n  endpoint: {}\n  protocol: grpc\n",
+        a.endpoint()
+    ));
+    hup();
+    let m = b.requests().len();
+    b.wait(m + 1, Duration::from_secs(30), |r| r["error"].is_null());
+    assert!(
+        a.requests().len() <= n + 1,
+        "a refused reload does not move the export"
+    );
+    let log = daemon.stop();
+    assert!(
+        log.contains("telemetry.protocol") && log.contains("keeping the running config"),
+        "{log}"
+    );
+}
