@@ -10,7 +10,8 @@
 //!
 //! Run: `tests/bed/up.sh /tmp/bed && MARGO_TESTBED=/tmp/bed/env cargo bench --bench telemetry`
 //! (knobs: `BENCH_RUNS`, default 20; `BENCH_DAEMON_SECS`, default 20). Figures in
-//! `docs/bench.md`.
+//! `docs/bench.md`. Under `cargo test --all-targets` it runs as a quick smoke test (2 runs,
+//! 3 s daemons).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/engine.rs"]
@@ -172,14 +173,16 @@ fn daemon(
 fn main() {
     let env = bed();
     let image = env["MARGO_TB_IMAGE"].clone();
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(20);
-    let secs: u64 = std::env::var("BENCH_DAEMON_SECS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(20);
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a smoke test.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let knob = |k: &str, full: u64, quick: u64| -> u64 {
+        std::env::var(k)
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(if smoke { quick } else { full })
+    };
+    let runs = knob("BENCH_RUNS", 20, 2) as usize;
+    let secs = knob("BENCH_DAEMON_SECS", 20, 3);
     let mut podman = engine::connect(&env["MARGO_TB_PODMAN_SOCK"]);
     let _ = apply::remove_project(&mut podman, "bench-otel", &[]);
     let mut ctx = CreateContext::default();
