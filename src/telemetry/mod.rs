@@ -81,8 +81,10 @@ pub struct Telemetry {
     /// Start time of the agent's own cumulative series (the process start).
     start_unix_nano: u64,
     next: Instant,
-    /// Consecutive retryable failures.
+    /// Consecutive retryable failures (the backoff step).
     failures: u32,
+    /// Failed exports since the last delivered one.
+    failed_since: u64,
     /// The failure being reported (logged when it starts or changes, not every time).
     outage: Option<String>,
     last_partial: Option<String>,
@@ -172,6 +174,7 @@ impl Telemetry {
             // The first export waits one interval: there is little to say before that.
             next: Instant::now() + settings.interval,
             failures: 0,
+            failed_since: 0,
             outage: None,
             last_partial: None,
             container_error: None,
@@ -384,16 +387,18 @@ impl Telemetry {
                         &format!(
                             "metrics export to {} works again after {} failed attempt(s); the cumulative values cover the gap",
                             self.exporter.url(),
-                            self.failures
+                            self.failed_since
                         ),
                         &[],
                     );
                 }
                 self.failures = 0;
+                self.failed_since = 0;
                 self.next = now + interval;
             }
             Sent::Retry { after, reason } => {
                 self.counts.failed += 1;
+                self.failed_since += 1;
                 self.failures = self.failures.saturating_add(1);
                 let delay = match after {
                     Some(d) => *d,
@@ -407,6 +412,7 @@ impl Telemetry {
             }
             Sent::Dropped { reason } => {
                 self.counts.failed += 1;
+                self.failed_since += 1;
                 self.failures = 0;
                 self.next = now + interval;
                 self.report(format!(
