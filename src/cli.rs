@@ -102,6 +102,13 @@ fn dispatch(args: &[String]) -> u8 {
                 println!("  state file: {}", c.state_file.display());
                 println!("  work dir: {}", c.work_dir.display());
                 println!("  device id: {}", c.device_id());
+                match crate::telemetry::Settings::from_process_env(&c.telemetry) {
+                    Ok(t) => println!("  telemetry: {}", t.summary()),
+                    Err(e) => {
+                        eprintln!("telemetry setting {e}");
+                        return exit::CONFIG;
+                    }
+                }
                 for r in &c.registries {
                     println!(
                         "  registry {}: {}{}",

@@ -59,6 +59,8 @@ pub struct Config {
     pub policy: Policy,
     /// The Fleet Manager (`docs/wfm-api.md`); no `url`: registry-only mode.
     pub wfm: crate::wfm::config::WfmConfig,
+    /// OTLP metrics export and the collector variables of workloads (`docs/metrics.md`).
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             log_level: "info".into(),
             policy: Policy::default(),
             wfm: crate::wfm::config::WfmConfig::default(),
+            telemetry: Default::default(),
         }
     }
 }
@@ -354,6 +357,9 @@ impl Config {
             return Err(invalid(&key, reason));
         }
         if let Some((key, reason)) = self.wfm.problem() {
+            return Err(invalid(&key, reason));
+        }
+        if let Some((key, reason)) = self.telemetry.problem() {
             return Err(invalid(&key, reason));
         }
         if crate::journal::Level::parse(&self.log_level).is_none() {

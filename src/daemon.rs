@@ -154,6 +154,13 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
         Ok(a) => a,
         Err(code) => return code,
     };
+    let mut telemetry = match start_telemetry(&agent) {
+        Ok(t) => t,
+        Err(e) => {
+            journal::error(&format!("{e}; margo-agent cannot start"), &[]);
+            return exit::CONFIG;
+        }
+    };
     let watchdog = journal::watchdog_interval().map(|w| w / 2);
     journal::notify("READY=1\nSTATUS=started, polling desired state");
     let mut failures: u32 = 0;
@@ -177,6 +184,12 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
                     }
                     journal::notice(&format!("reloaded config {}", config_path.display()), &[]);
                     agent.reload(c);
+                    match start_telemetry(&agent) {
+                        Ok(t) => telemetry = t,
+                        Err(e) => {
+                            journal::error(&format!("{e}; the running metrics export is kept"), &[])
+                        }
+                    }
                     next_poll = Instant::now();
                 }
                 Err(e) => journal::error(
@@ -212,7 +225,10 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
             agent.persist();
         }
         if now >= next_poll {
+            let started = Instant::now();
             let outcome = agent.reconcile();
+            let label = crate::telemetry::outcome_label(&outcome);
+            agent.metrics.reconcile(label, started.elapsed());
             failures = match outcome {
                 Outcome::SourceUnreachable(_) | Outcome::PodmanUnavailable(_) => {
                     failures.saturating_add(1)
@@ -230,15 +246,31 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
                 + next_poll_delay(ds.poll_interval, ds.retry_max, failures)
                 + jitter(ds.poll_jitter);
         }
+        if let Some(t) = telemetry.as_mut()
+            && Instant::now() >= t.due()
+        {
+            t.export(agent.telemetry_view());
+        }
         let mut wake_at = next_poll.min(next_observe);
         if let Some(w) = &wfm {
             wake_at = wake_at.min(w.next_due());
+        }
+        if let Some(t) = &telemetry {
+            wake_at = wake_at.min(t.due());
         }
         if watchdog.is_some() {
             wake_at = wake_at.min(next_ping);
         }
         signals.sleep(wake_at.saturating_duration_since(Instant::now()));
     }
+}
+
+/// The telemetry export job for the agent's settings (`None`: export is off); the error
+/// names a setting that cannot be used (an unreadable or unusable certificate).
+fn start_telemetry(agent: &Agent) -> Result<Option<crate::telemetry::Telemetry>, String> {
+    let c = agent.config();
+    crate::telemetry::Telemetry::start(agent.telemetry_settings(), &c.tls, &c.device_id())
+        .map_err(|e| format!("telemetry setting {e}"))
 }
 
 #[cfg(test)]

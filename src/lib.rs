@@ -10,6 +10,7 @@
 //! - [`podman`]: a thin client of Podman's libpod REST API on its Unix socket
 //! - [`reconcile`]: one pass source → model → plan → apply → report
 //! - [`daemon`]: the single-threaded loop around it (timers, signals, watchdog)
+//! - [`telemetry`]: OTLP/HTTP metrics of the agent and its containers, a timed job of the loop
 //!
 //! beside them [`config`], [`state`] (the one flat file), [`journal`] (logging, sd_notify),
 //! [`oci`] (the registry client), [`http`] (every HTTP client's timeouts and trust roots).
@@ -32,5 +33,6 @@ pub mod publish;
 pub mod reconcile;
 pub mod source;
 pub mod state;
+pub mod telemetry;
 pub mod units;
 pub mod wfm;

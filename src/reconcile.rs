@@ -112,6 +112,10 @@ pub struct Agent {
     /// `always` containers that are stopped, as `podman-restart.service` would.
     rebooted: bool,
     observer: Observer,
+    /// What the agent counts about itself for the telemetry export.
+    pub metrics: crate::telemetry::AgentMetrics,
+    /// Telemetry settings (resolved at start): workload collector variables, exporter.
+    telemetry: crate::telemetry::Settings,
 }
 
 /// The kernel's id of this boot (`MARGO_AGENT_BOOT_ID` overrides it, for tests that simulate
@@ -169,6 +173,17 @@ impl Agent {
         let boot_changed = state.boot_id != boot;
         state.boot_id = boot;
         let device_id = config.device_id();
+        let telemetry =
+            crate::telemetry::Settings::from_process_env(&config.telemetry).map_err(|e| {
+                journal::error(
+                    &format!("telemetry setting {e}; margo-agent cannot start"),
+                    &[],
+                );
+                exit::CONFIG
+            })?;
+        for w in &telemetry.warnings {
+            journal::warn(w, &[]);
+        }
         journal::info(
             &format!(
                 "margo-agent {} started: device {device_id:?}, desired state {reference}",
@@ -187,6 +202,8 @@ impl Agent {
             podman_outage: None,
             rebooted,
             observer: Observer::new(),
+            metrics: Default::default(),
+            telemetry,
             config,
         };
         if boot_changed && !agent.state.deployments.is_empty() {
@@ -227,8 +244,15 @@ impl Agent {
                 &[],
             );
         }
-        match (config.source_reference(), Self::registry_client(&config)) {
-            (Ok(r), Ok(oci)) => {
+        let telemetry = crate::telemetry::Settings::from_process_env(&config.telemetry)
+            .map_err(|e| format!("telemetry setting {e}"));
+        match (
+            config.source_reference(),
+            Self::registry_client(&config),
+            telemetry,
+        ) {
+            (Ok(r), Ok(oci), Ok(telemetry)) => {
+                self.telemetry = telemetry;
                 self.source = OciSource::new(r);
                 self.oci = oci;
                 self.podman = None;
@@ -239,7 +263,7 @@ impl Agent {
                     journal::set_level(l);
                 }
             }
-            (Err(e), _) | (_, Err(e)) => {
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 journal::error(
                     &format!("config reload refused: {e}; keeping the running config"),
                     &[],
@@ -270,6 +294,7 @@ impl Agent {
         let polled = self.source.poll(&mut self.oci, known);
         let (revision, files) = match polled {
             Ok(Polled::Unchanged) => {
+                self.metrics.poll("unchanged", 0);
                 self.note_source_ok();
                 journal::debug(
                     "desired state unchanged",
@@ -278,10 +303,13 @@ impl Agent {
                 return Outcome::Unchanged;
             }
             Ok(Polled::Changed { revision, files }) => {
+                let bytes = files.iter().map(|f| f.text.len() as u64).sum();
+                self.metrics.poll("changed", bytes);
                 self.note_source_ok();
                 (revision, files)
             }
             Err(SourceError::Unreachable(msg)) => {
+                self.metrics.poll("unreachable", 0);
                 // Logged when it starts or its reason changes, not on every retry.
                 if self.last_source_error.as_deref() != Some(msg.as_str()) {
                     journal::warn(&msg, &[("MARGO_SOURCE", &self.state.source.reference)]);
@@ -294,6 +322,7 @@ impl Agent {
                 message,
                 digest,
             }) => {
+                self.metrics.poll("invalid", 0);
                 return self.refuse(Failure::new(code, message), digest);
             }
         };
@@ -414,6 +443,7 @@ impl Agent {
     }
 
     fn refuse(&mut self, failure: Failure, digest: Option<Digest>) -> Outcome {
+        self.metrics.error(&failure.code);
         let d = digest.as_ref().map(Digest::to_string).unwrap_or_default();
         journal::error(
             &failure.to_string(),
@@ -469,6 +499,7 @@ impl Agent {
             "{e}; workloads are left as they are and the desired state is applied once Podman answers"
         );
         if self.podman_outage.as_deref() != Some(msg.as_str()) {
+            self.metrics.error(e.code());
             journal::error(&msg, &[("ERROR_CODE", e.code())]);
             self.podman_outage = Some(msg.clone());
         }
@@ -490,6 +521,7 @@ impl Agent {
             (None, _) => format!("deployment {id:?}: {}", phase.as_str()),
         };
         let code = error.as_ref().map(|f| f.code.clone()).unwrap_or_default();
+        self.metrics.error(&code);
         let fields = [
             ("DEPLOYMENT_ID", id),
             ("MARGO_STATE", phase.as_str()),
@@ -641,6 +673,7 @@ impl Agent {
         extra_labels.insert(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string());
         let ctx = CreateContext {
             extra_labels,
+            extra_env: self.telemetry.workload_env.clone(),
             ..CreateContext::default()
         };
         let wait = component
@@ -783,6 +816,23 @@ impl Agent {
         if changed {
             let _ = self.save();
         }
+    }
+
+    /// What a telemetry export reads (Podman is connected if it can be).
+    pub fn telemetry_view(&mut self) -> crate::telemetry::View<'_> {
+        let _ = self.ensure_podman();
+        crate::telemetry::View {
+            metrics: &self.metrics,
+            state: &self.state,
+            podman: self.podman.as_mut(),
+            device_id: &self.device_id,
+            outbox_len: self.state.wfm.outbox.len(),
+        }
+    }
+
+    /// The telemetry settings in force.
+    pub fn telemetry_settings(&self) -> &crate::telemetry::Settings {
+        &self.telemetry
     }
 
     /// When the observation tick wants to run next: its interval, or earlier when a

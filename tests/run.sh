@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 T0=$(date +%s)
 
 tests/bed/install.sh
+tests/bed/otlp-venv.sh >/dev/null   # the OTLP receiver's decoder (tests/telemetry.rs)
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 echo "== cargo fmt --check"

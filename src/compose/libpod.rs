@@ -43,8 +43,8 @@ pub struct CreateContext {
     /// `org.margo.managed-by`). They override the file's labels; the compose labels override
     /// them.
     pub extra_labels: BTreeMap<String, String>,
-    /// Environment injected into every container (the Margo OTEL collector variables). It
-    /// overrides the file's environment: the device knows its own collector.
+    /// Environment injected into every container (the Margo OTEL collector variables). A
+    /// variable the compose file sets itself keeps the file's value.
     pub extra_env: BTreeMap<String, String>,
     /// Image IDs by qualified reference, filled by apply after pulling. When an ID is known
     /// it becomes the `com.docker.compose.image` label and a container made from another
@@ -142,7 +142,9 @@ impl ServiceSpec {
             set("command", json!(c));
         }
         let mut env = self.environment.clone();
-        env.extend(ctx.extra_env.clone());
+        for (k, v) in &ctx.extra_env {
+            env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
         set("env", json!(env));
         set("labels", json!(self.instance_labels(ctx, number)));
         set_network(&mut set, &self.network, &self.addresses);
@@ -592,7 +594,8 @@ volumes:
             "image": "docker.io/library/nginx:1.27",
             "entrypoint": [""],
             "command": ["nginx", "-g", "daemon off;"],
-            "env": {"TZ": "UTC", "HTTP_OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"},
+            // The file sets the collector variable itself: its value is kept.
+            "env": {"TZ": "UTC", "HTTP_OTEL_EXPORTER_OTLP_ENDPOINT": "from-file"},
             "labels": {
                 "tier": "front",
                 "org.margo.deployment-id": "d-1",

@@ -98,6 +98,46 @@ impl ContainerSummary {
     }
 }
 
+/// One container in the `GET /libpod/containers/stats?stream=false` reply (cumulative
+/// counters since the container started; CPU in nanoseconds, the rest in bytes).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct ContainerStats {
+    #[serde(rename = "ContainerID", default)]
+    pub id: String,
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "CPUNano", default)]
+    pub cpu_nano: u64,
+    #[serde(rename = "MemUsage", default)]
+    pub mem_usage: u64,
+    #[serde(rename = "MemLimit", default)]
+    pub mem_limit: u64,
+    #[serde(rename = "NetInput", default)]
+    pub net_input: u64,
+    #[serde(rename = "NetOutput", default)]
+    pub net_output: u64,
+    #[serde(rename = "BlockInput", default)]
+    pub block_input: u64,
+    #[serde(rename = "BlockOutput", default)]
+    pub block_output: u64,
+    #[serde(rename = "PIDs", default)]
+    pub pids: u64,
+}
+
+#[derive(Deserialize)]
+struct StatsReply {
+    #[serde(rename = "Error", default)]
+    error: Option<serde_json::Value>,
+    #[serde(rename = "Stats", default, deserialize_with = "null_vec")]
+    stats: Vec<ContainerStats>,
+}
+
+fn null_vec<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
 /// The part of `GET /libpod/containers/{id}/json` the agent reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ContainerInspect {
@@ -438,6 +478,30 @@ impl Podman {
         labels: &[(&str, &str)],
     ) -> Result<Vec<ContainerSummary>, PodmanError> {
         self.list_by_labels("list containers", "/containers/json?all=true", labels)
+    }
+
+    /// One non-streaming `GET /containers/stats` for the given (running) containers. An empty
+    /// list asks for nothing (Podman would answer for every container).
+    pub fn container_stats(&mut self, ids: &[&str]) -> Result<Vec<ContainerStats>, PodmanError> {
+        const OP: &str = "container stats";
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut path = "/containers/stats?stream=false".to_string();
+        for id in ids {
+            path.push_str("&containers=");
+            path.push_str(&query_escape(id));
+        }
+        let url = self.url(&path);
+        let resp = self.send(OP, "", "GET", &url, None)?;
+        let body = Self::expect(OP, "", resp, &[200])?;
+        let reply: StatsReply = Self::json(OP, "", &body)?;
+        match reply.error {
+            Some(e) if reply.stats.is_empty() && !e.is_null() => {
+                Err(protocol(OP, "", e.to_string()))
+            }
+            _ => Ok(reply.stats),
+        }
     }
 
     pub fn inspect_container(&mut self, id: &str) -> Result<ContainerInspect, PodmanError> {
