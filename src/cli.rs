@@ -241,6 +241,7 @@ mod tests {
                 project: "web-1234abcd".into(),
                 error: Some(Failure::new("ERR_IMAGE_PULL", "pulling image x failed")),
                 problems: vec!["service \"db\": unhealthy".into()],
+                images: Vec::new(),
             },
         );
         s.deployments.insert(

@@ -57,6 +57,10 @@ pub struct Config {
     pub log_level: String,
     /// What deployments may reach on the host (`docs/policy.md`).
     pub policy: Policy,
+    /// Package signature trust policy (`docs/packages.md`).
+    pub signatures: crate::package::signature::Signatures,
+    /// Image housekeeping (`docs/packages.md`).
+    pub images: crate::package::images::ImagesConfig,
 }
 
 impl Default for Config {
@@ -71,6 +75,8 @@ impl Default for Config {
             work_dir: PathBuf::from("/var/lib/margo-agent/work"),
             log_level: "info".into(),
             policy: Policy::default(),
+            signatures: Default::default(),
+            images: Default::default(),
         }
     }
 }
@@ -348,6 +354,9 @@ impl Config {
             return Err(invalid("device_id", "must be 1 to 128 characters".into()));
         }
         if let Some((key, reason)) = self.policy.problem() {
+            return Err(invalid(&key, reason));
+        }
+        if let Some((key, reason)) = self.signatures.problem() {
             return Err(invalid(&key, reason));
         }
         if crate::journal::Level::parse(&self.log_level).is_none() {

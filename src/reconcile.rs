@@ -112,6 +112,8 @@ pub struct Agent {
     /// `always` containers that are stopped, as `podman-restart.service` would.
     rebooted: bool,
     observer: Observer,
+    /// The package signature trust policy (config `signatures`).
+    trust: package::signature::TrustPolicy,
 }
 
 /// The kernel's id of this boot (`MARGO_AGENT_BOOT_ID` overrides it, for tests that simulate
@@ -168,6 +170,11 @@ impl Agent {
         }
         let boot_changed = state.boot_id != boot;
         state.boot_id = boot;
+        let trust =
+            package::signature::TrustPolicy::from_config(&config.signatures).map_err(|e| {
+                journal::error(&format!("signatures: {e}; margo-agent cannot start"), &[]);
+                exit::CONFIG
+            })?;
         let device_id = config.device_id();
         journal::info(
             &format!(
@@ -187,6 +194,7 @@ impl Agent {
             podman_outage: None,
             rebooted,
             observer: Observer::new(),
+            trust,
             config,
         };
         if boot_changed && !agent.state.deployments.is_empty() {
@@ -216,8 +224,15 @@ impl Agent {
                 &[],
             );
         }
-        match (config.source_reference(), Self::registry_client(&config)) {
-            (Ok(r), Ok(oci)) => {
+        let trust = package::signature::TrustPolicy::from_config(&config.signatures)
+            .map_err(|e| format!("signatures: {e}"));
+        match (
+            config.source_reference(),
+            Self::registry_client(&config),
+            trust,
+        ) {
+            (Ok(r), Ok(oci), Ok(trust)) => {
+                self.trust = trust;
                 self.source = OciSource::new(r);
                 self.oci = oci;
                 self.podman = None;
@@ -228,7 +243,7 @@ impl Agent {
                     journal::set_level(l);
                 }
             }
-            (Err(e), _) | (_, Err(e)) => {
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 journal::error(
                     &format!("config reload refused: {e}; keeping the running config"),
                     &[],
@@ -370,6 +385,9 @@ impl Agent {
             let _ = self.save();
             return Outcome::PodmanUnavailable(msg);
         }
+        if failed == 0 && self.config.images.prune {
+            self.prune_images();
+        }
         if failed == 0 {
             self.state.source.applied = Some(revision.digest.clone());
             if revision.version.is_some() {
@@ -509,6 +527,7 @@ impl Agent {
                         project: dep.project_name(&c.name),
                         error: None,
                         problems: Vec::new(),
+                        images: Vec::new(),
                     },
                 )
             })
@@ -594,6 +613,26 @@ impl Agent {
             ),
             &[fields[0], fields[1], ("DIGEST", fetched.digest.as_str())],
         );
+        // Signatures are checked before anything of the package is unpacked; the `.app`
+        // copied out of a proof-of-concept wrapper is removed when `verified` is dropped.
+        let verified = package::verify::verify(
+            &mut self.oci,
+            component,
+            &fetched,
+            &self.trust,
+            &self.config.work_dir,
+        )
+        .map_err(|e| fail(e.code, e.message))?;
+        if let Some(signer) = &verified.signer {
+            journal::info(
+                &format!(
+                    "component {:?}: package {} signature verified (key {signer})",
+                    component.name,
+                    fetched.digest.short()
+                ),
+                &[fields[0], fields[1], ("DIGEST", fetched.digest.as_str())],
+            );
+        }
         let project_name = dep.project_name(&component.name);
         // A stable directory per project: the compose working directory and bind sources are
         // part of each service's config hash, so they must not move when the package does.
@@ -602,7 +641,7 @@ impl Agent {
         let marker = projects.join(format!("{project_name}.package"));
         let current = std::fs::read_to_string(&marker).unwrap_or_default();
         if !dest.is_dir() || current.trim() != fetched.digest.as_str() {
-            unpack_swap(&fetched.archive, &dest).map_err(|(code, m)| fail(code, m))?;
+            unpack_swap(&verified.archive, &dest).map_err(|(code, m)| fail(code, m))?;
             crate::state::write_atomically(&marker, fetched.digest.as_str().as_bytes()).map_err(
                 |e| {
                     fail(
@@ -612,6 +651,7 @@ impl Agent {
                 },
             )?;
         }
+        drop(verified);
         let root = package::find_compose_root(&dest, fetched.layout)
             .map_err(|e| fail(e.code(), e.to_string()))?;
         let project = self.load_project(dep, component, &project_name, &root)?;
@@ -641,7 +681,9 @@ impl Agent {
                 podman_unavailable: true,
             });
         };
+        let loaded = package::images::load_archives(podman, &root.dir, &fields)?;
         let report = apply::converge(podman, &project, &ctx, &access, wait, &fields, &policy)?;
+        self.note_images(dep, component, &project, &loaded, &report.pulled);
         journal::info(
             &format!(
                 "component {:?}: project {:?} converged ({} change(s), {} image(s) pulled)",
@@ -653,6 +695,72 @@ impl Agent {
             &fields,
         );
         Ok(())
+    }
+
+    /// Removes images the agent brought onto the device that no deployment uses any more.
+    /// Never while a deployment is Installing (its images may not be recorded yet).
+    fn prune_images(&mut self) {
+        if self
+            .state
+            .deployments
+            .values()
+            .any(|r| r.phase == Phase::Installing)
+        {
+            return;
+        }
+        let used: BTreeSet<&String> = self
+            .state
+            .deployments
+            .values()
+            .flat_map(|r| r.components.values())
+            .flat_map(|c| c.images.iter())
+            .collect();
+        let candidates: Vec<String> = self
+            .state
+            .images
+            .iter()
+            .filter(|i| !used.contains(i))
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let Some(podman) = self.podman.as_mut() else {
+            return;
+        };
+        let pruned = package::images::prune(podman, &candidates);
+        for i in &pruned.removed {
+            self.state.images.remove(i);
+        }
+    }
+
+    /// Records the images a converged component runs, and those the agent brought onto the
+    /// device (pulled or loaded), for image pruning.
+    fn note_images(
+        &mut self,
+        dep: &ApplicationDeployment,
+        component: &model::Component,
+        project: &crate::compose::Project,
+        loaded: &[String],
+        pulled: &[String],
+    ) {
+        use package::images::normalise_image;
+        let images: BTreeSet<String> = project
+            .services
+            .iter()
+            .map(|s| normalise_image(&s.image))
+            .collect();
+        self.state
+            .images
+            .extend(loaded.iter().chain(pulled).map(|i| normalise_image(i)));
+        if let Some(c) = self
+            .state
+            .deployments
+            .get_mut(&dep.id)
+            .and_then(|r| r.components.get_mut(&component.name))
+        {
+            c.images = images.into_iter().collect();
+        }
     }
 
     fn load_project(

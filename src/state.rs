@@ -123,6 +123,10 @@ pub struct ComponentRecord {
     /// (`service "db": unhealthy`, `service "job": exited with code 1`); empty when healthy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Images its services run, recorded after a successful apply (image pruning keeps
+    /// these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 /// One ApplicationDeployment as applied.
@@ -157,6 +161,10 @@ pub struct State {
     /// rebooted, and containers are restored as the engine's restart logic would.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub boot_id: String,
+    /// Images the agent pulled or loaded from package archives: the only ones image pruning
+    /// may remove.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub images: std::collections::BTreeSet<String>,
 }
 
 impl Default for State {
@@ -166,6 +174,7 @@ impl Default for State {
             source: SourceState::default(),
             deployments: BTreeMap::new(),
             boot_id: String::new(),
+            images: Default::default(),
         }
     }
 }

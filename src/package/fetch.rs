@@ -16,9 +16,17 @@ use crate::model::{Component, PackageSource};
 use crate::oci::{Manifest, OciClient, OciError};
 use std::path::{Path, PathBuf};
 
-/// Largest Compose package downloaded (a compose file plus small configs; image archives in
-/// packages come later and will raise this deliberately).
-pub const PACKAGE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest Compose package downloaded: packages may carry `docker save` image archives, so
+/// this is sized for a few images, not for a compose file.
+pub const PACKAGE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Layer media types of a detached OpenPGP signature over the compose layer.
+pub const SIGNATURE_LAYER_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.margo.app.v1+sig",
+    "application/pgp-signature",
+];
+/// Layer media type of an OpenPGP public key shipped with a package.
+pub const KEY_LAYER_MEDIA_TYPE: &str = "application/pgp-keys";
 
 /// Layer media types of a SUP-01 Compose package (and the earlier WG proposal's spelling).
 pub const COMPOSE_LAYER_MEDIA_TYPES: &[&str] = &[
@@ -34,6 +42,17 @@ pub struct Fetched {
     pub archive: PathBuf,
     pub digest: Digest,
     pub layout: PackageLayout,
+    /// Signature and key layers of an OCI package.
+    pub in_band: InBand,
+}
+
+/// What an OCI package's manifest carries beside the compose layer.
+#[derive(Debug, Clone, Default)]
+pub struct InBand {
+    /// A detached signature over the compose layer.
+    pub signature: Option<Vec<u8>>,
+    /// An OpenPGP public key.
+    pub key: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,11 +124,41 @@ pub fn fetch(
                     "is an image index, not a Compose package artifact".into(),
                 ));
             };
-            let layer = match m.layers.as_slice() {
-                [only] => only,
+            let extra = |types: &[&str]| {
+                m.layers
+                    .iter()
+                    .find(|l| types.contains(&l.media_type.as_str()))
+                    .cloned()
+            };
+            let sig_layer = extra(SIGNATURE_LAYER_MEDIA_TYPES);
+            let key_layer = extra(&[KEY_LAYER_MEDIA_TYPE]);
+            let mut in_band = InBand::default();
+            if let Some(l) = &sig_layer {
+                in_band.signature = Some(
+                    oci.fetch_blob_bytes(&r, l, super::signature::SIGNATURE_MAX_BYTES)
+                        .map_err(oci_err)?,
+                );
+            }
+            if let Some(l) = &key_layer {
+                in_band.key = Some(
+                    oci.fetch_blob_bytes(&r, l, super::signature::KEY_MAX_BYTES)
+                        .map_err(oci_err)?,
+                );
+            }
+            let compose_layers: Vec<_> = m
+                .layers
+                .iter()
+                .filter(|l| {
+                    !SIGNATURE_LAYER_MEDIA_TYPES.contains(&l.media_type.as_str())
+                        && l.media_type != KEY_LAYER_MEDIA_TYPE
+                })
+                .collect();
+            let layer = match compose_layers.as_slice() {
+                [only] => *only,
                 many => many
                     .iter()
                     .find(|l| COMPOSE_LAYER_MEDIA_TYPES.contains(&l.media_type.as_str()))
+                    .copied()
                     .ok_or_else(|| {
                         invalid(format!(
                             "has {} layers and none of a Compose package media type ({})",
@@ -127,6 +176,7 @@ pub fn fetch(
                 archive: dest,
                 digest: layer.digest.clone(),
                 layout: PackageLayout::OciCompose,
+                in_band,
             })
         }
         PackageSource::Url { location, .. } => {
@@ -140,6 +190,7 @@ pub fn fetch(
                 archive: dest,
                 digest,
                 layout: PackageLayout::Tarball,
+                in_band: InBand::default(),
             })
         }
     }

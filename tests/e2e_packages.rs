@@ -1,0 +1,477 @@
+#![allow(clippy::unwrap_used)]
+//! Signed proof-of-concept packages, image archives and OCI package signatures end to end: the
+//! real binary against the bed's real registry and Podman, packages built and signed in the
+//! test with GnuPG (Debian `gnupg`).
+//!
+//! The PoC flow is reproduced as the proof of concept publishes it: an `.app` (tar.gz of
+//! `docker-compose.yaml` plus a `docker save` archive of the image), `gpg --detach-sign`
+//! → `.app.sig`, both in a wrapper tar.gz; the wrapper and the armored public key are pushed
+//! as blobs of one artifact (`application/vnd.margo.package.v1`), and the desired state names
+//! their raw blob URLs as `packageLocation` and `keyLocation`. The image is in no registry: it
+//! runs only because the archive was loaded.
+//!
+//! Every refusal is checked the same way: `run --once` exits 1, the deployment is Failed with
+//! the expected code, the workload of the previous revision runs on unchanged (same container
+//! ID, still answering), and no temporary `.app` is left in the work directory.
+mod common;
+
+use common::raw_push::{descriptor, push_blob, push_manifest, sha256};
+use common::{Bed, Device, free_port, http_get};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const WEB_PAGE: &str = "margo test bed";
+
+/// A throwaway GnuPG home with one signing key.
+struct Gpg {
+    home: PathBuf,
+    pub fingerprint: String,
+}
+
+impl Gpg {
+    fn new(dir: &Path, name: &str) -> Gpg {
+        let home = dir.join(format!("gnupg-{name}"));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        let mut perm = std::fs::metadata(&home).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o700);
+        std::fs::set_permissions(&home, perm).unwrap();
+        let g = Gpg {
+            home,
+            fingerprint: String::new(),
+        };
+        g.run(&[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            &format!("Margo Test {name} <{name}@example.invalid>"),
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let out = g.run(&["--with-colons", "--list-keys"]);
+        let fingerprint = String::from_utf8_lossy(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:::::::::"))
+            .map(|f| f.trim_end_matches(':').to_string())
+            .expect("gpg fingerprint");
+        Gpg { fingerprint, ..g }
+    }
+
+    fn run(&self, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("gpg")
+            .arg("--homedir")
+            .arg(&self.home)
+            .args(["--batch", "--yes", "--pinentry-mode", "loopback"])
+            .args(args)
+            .output()
+            .expect("run gpg (Debian package gnupg; tests/bed/install.sh installs it)");
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn public_key(&self) -> Vec<u8> {
+        self.run(&["--armor", "--export", &self.fingerprint])
+    }
+
+    /// `gpg --detach-sign` of `file` (binary, or armored).
+    fn sign(&self, file: &Path, armor: bool) -> Vec<u8> {
+        let sig = file.with_extension("sig-out");
+        let mut args = vec!["--detach-sign", "--output", sig.to_str().unwrap()];
+        if armor {
+            args.insert(0, "--armor");
+        }
+        args.push(file.to_str().unwrap());
+        self.run(&args);
+        let bytes = std::fs::read(&sig).unwrap();
+        std::fs::remove_file(&sig).unwrap();
+        bytes
+    }
+}
+
+fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (name, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// A `docker save` archive of the bed image under the name `name` (which is then removed
+/// from Podman again, so only loading the archive brings it back).
+fn image_archive(dir: &Path, name: &str) -> Vec<u8> {
+    let bed = Bed::get();
+    let path = dir.join("image.tar");
+    let _ = std::fs::remove_file(&path);
+    let ok = |out: std::process::Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(bed.podman(&["tag", bed.image(), name]), "podman tag");
+    ok(
+        bed.podman(&[
+            "save",
+            "--format",
+            "docker-archive",
+            "-o",
+            path.to_str().unwrap(),
+            name,
+        ]),
+        "podman save",
+    );
+    ok(bed.podman(&["rmi", name]), "podman rmi");
+    std::fs::read(&path).unwrap()
+}
+
+fn compose(image: &str, port: u16) -> String {
+    format!(
+        "services:\n  web:\n    image: {image}\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n    ports:\n      - \"127.0.0.1:{port}:80\"\n"
+    )
+}
+
+/// An older-form ApplicationDeployment naming a package and (optionally) a key by URL.
+fn url_deployment(id: &str, package: &str, key: Option<&str>) -> String {
+    let key = key
+        .map(|k| format!("          keyLocation: {k}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: application.margo.org/v1alpha1\n\
+         kind: ApplicationDeployment\n\
+         metadata:\n  name: {id}\n  annotations:\n    id: {id}\n    applicationId: app-{id}\n\
+         spec:\n  deploymentProfile:\n    type: docker-compose\n    components:\n\
+         \x20     - name: web\n        properties:\n          packageLocation: {package}\n{key}\
+         \x20         wait: true\n          timeout: 60s\n"
+    )
+}
+
+/// Pushes blobs the way the proof of concept does (one artifact holding the wrapper and the
+/// key); returns their blob URLs.
+fn publish_poc(repo: &str, wrapper: &[u8], key: &[u8]) -> (String, String) {
+    let plain = Bed::get().plain();
+    let w = push_blob(repo, wrapper);
+    let k = push_blob(repo, key);
+    push_manifest(
+        repo,
+        &w[7..19],
+        "application/vnd.margo.package.v1",
+        &[
+            descriptor("application/vnd.margo.package.v1", &w, wrapper.len() as u64),
+            descriptor("application/pgp-keys", &k, key.len() as u64),
+        ],
+        &[],
+    );
+    (
+        format!("http://{plain}/v2/{repo}/blobs/{w}"),
+        format!("http://{plain}/v2/{repo}/blobs/{k}"),
+    )
+}
+
+/// Builds the `.app` for `compose_text` with `archive` as `image.tar`.
+fn app(compose_text: &str, archive: &[u8]) -> Vec<u8> {
+    tar_gz(&[
+        ("docker-compose.yaml", compose_text.as_bytes()),
+        ("image.tar", archive),
+    ])
+}
+
+/// Signs `app_bytes` with `gpg` and wraps `.app` + `.app.sig`.
+fn wrapper(dir: &Path, gpg: &Gpg, app_bytes: &[u8], armor: bool) -> Vec<u8> {
+    let p = dir.join("poc.app");
+    std::fs::write(&p, app_bytes).unwrap();
+    let sig = gpg.sign(&p, armor);
+    tar_gz(&[("poc.app", app_bytes), ("poc.app.sig", &sig)])
+}
+
+fn web_container(device: &Device) -> (String, String) {
+    let ids = device.container_ids();
+    assert_eq!(ids.len(), 1, "one container expected: {ids:?}");
+    ids.into_iter().next().unwrap()
+}
+
+fn leftover_apps(device: &Device) -> Vec<PathBuf> {
+    let dir = device.dir.join("work/packages");
+    std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let n = p.to_string_lossy();
+                    n.ends_with(".app") || n.ends_with(".partial")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Publishes `doc` as the device's desired state, runs once, and checks the refusal.
+fn assert_refused(device: &Device, case: &str, doc: &str, code: &str, needle: &str, port: u16) {
+    let before = web_container(device);
+    let out = device.publish_desired(&[doc], &[]);
+    assert!(out.status.success(), "{case}: publish failed");
+    let (rc, log) = device.run_once();
+    assert!(!log.contains("panicked"), "{case}: panic:\n{log}");
+    assert_eq!(rc, 1, "{case}: exit code:\n{log}");
+    let status = device.status();
+    let deps = status["deployments"].as_object().unwrap();
+    let failed: Vec<_> = deps
+        .values()
+        .filter(|d| d["phase"] == "Failed" || d["state"] == "Failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{case}: one Failed deployment: {status}");
+    let err = failed[0]["error"].to_string();
+    assert!(err.contains(code), "{case}: code {code} in {err}");
+    assert!(err.contains(needle), "{case}: {needle:?} in {err}");
+    assert_eq!(web_container(device), before, "{case}: workload replaced");
+    assert!(
+        http_get(port, "/", Duration::from_secs(10))
+            .unwrap_or_default()
+            .contains(WEB_PAGE),
+        "{case}: the previous workload must still answer"
+    );
+    assert!(
+        leftover_apps(device).is_empty(),
+        "{case}: temporary files left: {:?}",
+        leftover_apps(device)
+    );
+}
+
+#[test]
+fn poc_signed_package_converges_from_its_image_archive_and_bad_signatures_are_refused() {
+    let device = Device::new("pkg-poc");
+    device.cleanup();
+    let dir = device.dir.clone();
+    let gpg = Gpg::new(&dir, "signer");
+    let other = Gpg::new(&dir, "other");
+    let image = format!("localhost/margo-e2e/poc-{}:v1", std::process::id());
+    let archive = image_archive(&dir, &image);
+    let port = free_port();
+    let repo = format!("e2e/{}/poc-package", device.name);
+    let good_app = app(&compose(&image, port), &archive);
+    let (pkg, key) = publish_poc(
+        &repo,
+        &wrapper(&dir, &gpg, &good_app, false),
+        &gpg.public_key(),
+    );
+
+    // Converge: signature verified, archive loaded, no registry holds the image.
+    let doc = url_deployment("poc-1", &pkg, Some(&key));
+    assert!(device.publish_desired(&[&doc], &[]).status.success());
+    let (rc, log) = device.run_once();
+    assert_eq!(rc, 0, "first apply:\n{log}");
+    assert!(log.contains("signature verified"), "{log}");
+    assert!(log.contains(&gpg.fingerprint), "signer named:\n{log}");
+    assert!(log.contains("image archive image.tar loaded"), "{log}");
+    assert!(
+        http_get(port, "/", Duration::from_secs(20))
+            .unwrap_or_default()
+            .contains(WEB_PAGE)
+    );
+    assert!(leftover_apps(&device).is_empty());
+    assert!(
+        device
+            .dir
+            .join("work/keys")
+            .join(format!("{}.key", &sha256(&gpg.public_key())[7..]))
+            .is_file(),
+        "key cached by digest"
+    );
+
+    // Tampered: a changed .app under the old signature.
+    let port2 = free_port();
+    let evil_app = app(&compose(&image, port2), &archive);
+    let good_sig = {
+        let p = dir.join("poc.app");
+        std::fs::write(&p, &good_app).unwrap();
+        gpg.sign(&p, false)
+    };
+    let tampered = tar_gz(&[("poc.app", &evil_app), ("poc.app.sig", &good_sig)]);
+    let (pkg_t, _) = publish_poc(&repo, &tampered, &gpg.public_key());
+    assert_refused(
+        &device,
+        "tampered .app",
+        &url_deployment("poc-1", &pkg_t, Some(&key)),
+        "ERR_SIGNATURE",
+        "does not verify",
+        port,
+    );
+
+    // Signed by a different key than keyLocation names (armored signature this time).
+    let (pkg_o, _) = publish_poc(
+        &repo,
+        &wrapper(&dir, &other, &evil_app, true),
+        &gpg.public_key(),
+    );
+    assert_refused(
+        &device,
+        "other signer",
+        &url_deployment("poc-1", &pkg_o, Some(&key)),
+        "ERR_SIGNATURE",
+        "not the expected one",
+        port,
+    );
+
+    // Corrupted signature bytes.
+    let mut bad_sig = gpg.sign(&dir.join("poc.app"), false);
+    let last = bad_sig.len() - 5;
+    bad_sig[last] ^= 0xff;
+    let corrupt = tar_gz(&[("poc.app", &good_app), ("poc.app.sig", &bad_sig)]);
+    let (pkg_c, _) = publish_poc(&repo, &corrupt, &gpg.public_key());
+    assert_refused(
+        &device,
+        "corrupt signature",
+        &url_deployment("poc-1", &pkg_c, Some(&key)),
+        "ERR_SIGNATURE",
+        "signature",
+        port,
+    );
+
+    // Missing .sig while keyLocation is named.
+    let unsigned = tar_gz(&[("poc.app", &evil_app)]);
+    let (pkg_u, _) = publish_poc(&repo, &unsigned, &gpg.public_key());
+    assert_refused(
+        &device,
+        "missing .sig",
+        &url_deployment("poc-1", &pkg_u, Some(&key)),
+        "ERR_SIGNATURE",
+        "no detached signature",
+        port,
+    );
+
+    // Key URL unreachable (no such blob) and not a public key.
+    let plain = Bed::get().plain();
+    let missing_key = format!("http://{plain}/v2/{repo}/blobs/{}", sha256(b"no such key"));
+    let good_wrapper = wrapper(&dir, &gpg, &evil_app, false);
+    let (pkg_g, _) = publish_poc(&repo, &good_wrapper, &gpg.public_key());
+    assert_refused(
+        &device,
+        "key unreachable",
+        &url_deployment("poc-1", &pkg_g, Some(&missing_key)),
+        "ERR_SIGNATURE",
+        "could not be fetched",
+        port,
+    );
+    let (_, not_a_key) = publish_poc(&repo, &good_wrapper, b"<html>hello</html>");
+    assert_refused(
+        &device,
+        "not a key",
+        &url_deployment("poc-1", &pkg_g, Some(&not_a_key)),
+        "ERR_SIGNATURE",
+        "not an OpenPGP public key",
+        port,
+    );
+
+    // Fingerprint not allowed.
+    device.write_config(&format!(
+        "signatures:\n  allowed_fingerprints: [\"{}\"]\n",
+        other.fingerprint
+    ));
+    assert_refused(
+        &device,
+        "fingerprint not allowed",
+        &url_deployment("poc-1", &pkg_g, Some(&key)),
+        "ERR_SIGNATURE",
+        "not in signatures.allowed_fingerprints",
+        port,
+    );
+
+    // Allowed: the same package converges to the new port.
+    device.write_config(&format!(
+        "signatures:\n  policy: require\n  allowed_fingerprints: [\"{}\"]\n",
+        gpg.fingerprint
+    ));
+    let doc = url_deployment("poc-1", &pkg_g, Some(&key));
+    assert!(device.publish_desired(&[&doc], &[]).status.success());
+    let (rc, log) = device.run_once();
+    assert_eq!(rc, 0, "allowed signer:\n{log}");
+    assert!(
+        http_get(port2, "/", Duration::from_secs(20))
+            .unwrap_or_default()
+            .contains(WEB_PAGE)
+    );
+    device.cleanup();
+}
+
+#[test]
+fn image_archives_that_do_not_load_and_images_nowhere_fail_before_any_container_changes() {
+    let device = Device::new("pkg-images");
+    device.cleanup();
+    let dir = device.dir.clone();
+    let image = format!("localhost/margo-e2e/img-{}:v1", std::process::id());
+    let archive = image_archive(&dir, &image);
+    let port = free_port();
+    let repo = format!("e2e/{}/pkg", device.name);
+    let plain_pkg = |compose_text: &str, archive: &[u8]| {
+        let (pkg, _) = publish_poc(&repo, &app(compose_text, archive), b"unused");
+        pkg
+    };
+    let pkg = plain_pkg(&compose(&image, port), &archive);
+    assert!(
+        device
+            .publish_desired(&[&url_deployment("img-1", &pkg, None)], &[])
+            .status
+            .success()
+    );
+    let (rc, log) = device.run_once();
+    assert_eq!(rc, 0, "unsigned package under if-present:\n{log}");
+
+    let port2 = free_port();
+    let truncated = plain_pkg(&compose(&image, port2), &archive[..archive.len() / 2]);
+    assert_refused(
+        &device,
+        "truncated archive",
+        &url_deployment("img-1", &truncated, None),
+        "ERR_IMAGE_LOAD",
+        "image.tar",
+        port,
+    );
+    let not_image = plain_pkg(
+        &compose(&image, port2),
+        &tar_gz(&[("hello.txt", b"hello")])[..],
+    );
+    assert_refused(
+        &device,
+        "not an image",
+        &url_deployment("img-1", &not_image, None),
+        "ERR_IMAGE_LOAD",
+        "not a loadable image",
+        port,
+    );
+    let nowhere = format!("localhost/margo-e2e/nowhere-{}:v1", std::process::id());
+    let missing = plain_pkg(&compose(&nowhere, port2), &archive);
+    assert_refused(
+        &device,
+        "image neither loaded nor pullable",
+        &url_deployment("img-1", &missing, None),
+        "ERR_IMAGE_PULL",
+        &nowhere,
+        port,
+    );
+
+    // `require`: an unsigned package is refused.
+    device.write_config("signatures:\n  policy: require\n");
+    let pkg2 = plain_pkg(&compose(&image, port2), &archive);
+    assert_refused(
+        &device,
+        "unsigned under require",
+        &url_deployment("img-1", &pkg2, None),
+        "ERR_SIGNATURE",
+        "not signed",
+        port,
+    );
+    device.cleanup();
+}
