@@ -182,8 +182,11 @@ fn publish_poc(repo: &str, wrapper: &[u8], key: &[u8]) -> (String, String) {
     )
 }
 
-/// Builds the `.app` for `compose_text` with `archive` as `image.tar`.
+/// Builds the `.app` for `compose_text` with `archive` as `image.tar` (none when empty).
 fn app(compose_text: &str, archive: &[u8]) -> Vec<u8> {
+    if archive.is_empty() {
+        return tar_gz(&[("docker-compose.yaml", compose_text.as_bytes())]);
+    }
     tar_gz(&[
         ("docker-compose.yaml", compose_text.as_bytes()),
         ("image.tar", archive),
@@ -472,6 +475,184 @@ fn image_archives_that_do_not_load_and_images_nowhere_fail_before_any_container_
         "ERR_SIGNATURE",
         "not signed",
         port,
+    );
+
+    // Pruning: once no deployment runs the loaded image, it is removed; the bed image, which
+    // the agent did not bring, stays.
+    device.write_config("");
+    let bed = Bed::get();
+    assert!(bed.podman(&["image", "exists", &image]).status.success());
+    let pkg3 = plain_pkg(&compose(bed.image(), port2), &archive[..0]);
+    let doc = url_deployment("img-1", &pkg3, None);
+    assert!(device.publish_desired(&[&doc], &[]).status.success());
+    let (rc, log) = device.run_once();
+    assert!(!log.contains("ERR_"), "{log}");
+    assert_eq!(rc, 0, "{log}");
+    assert!(log.contains("pruned"), "{log}");
+    assert!(
+        !bed.podman(&["image", "exists", &image]).status.success(),
+        "the loaded image no deployment uses is pruned"
+    );
+    assert!(
+        bed.podman(&["image", "exists", bed.image()])
+            .status
+            .success()
+    );
+    device.cleanup();
+}
+
+/// Adds a plain-HTTP host to the device's `registries`.
+fn allow_plain_http(device: &Device, host: &str, extra: &str) {
+    device.write_config(extra);
+    let text = std::fs::read_to_string(&device.config).unwrap();
+    let text = text.replacen(
+        "registries:\n",
+        &format!("registries:\n  - host: \"{host}\"\n    plain_http: true\n"),
+        1,
+    );
+    std::fs::write(&device.config, text).unwrap();
+}
+
+/// `python3 -m http.server` on a free port serving `dir`; killed on drop.
+struct FileServer(std::process::Child, u16);
+
+impl FileServer {
+    fn start(dir: &Path) -> FileServer {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = FileServer(child, port);
+        assert!(http_get(port, "/", Duration::from_secs(10)).is_some());
+        s
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn plain_tarball_with_a_sibling_signature_and_signed_oci_packages() {
+    let device = Device::new("pkg-sig");
+    device.cleanup();
+    let dir = device.dir.clone();
+    let gpg = Gpg::new(&dir, "signer");
+    let other = Gpg::new(&dir, "other");
+    let bed = Bed::get();
+    let port = free_port();
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let server = FileServer::start(&www);
+    let host = format!("127.0.0.1:{}", server.1);
+    std::fs::write(www.join("key.asc"), gpg.public_key()).unwrap();
+    let key_file = dir.join("trusted.asc");
+    std::fs::write(&key_file, gpg.public_key()).unwrap();
+
+    // Plain tarball + <url>.sig (armored).
+    let tarball = tar_gz(&[("app/compose.yaml", compose(bed.image(), port).as_bytes())]);
+    std::fs::write(www.join("app.tar.gz"), &tarball).unwrap();
+    let sig = gpg.sign(&www.join("app.tar.gz"), true);
+    std::fs::write(www.join("app.tar.gz.sig"), &sig).unwrap();
+    allow_plain_http(&device, &host, "signatures:\n  policy: require\n");
+    let pkg = format!("http://{host}/app.tar.gz");
+    let key = format!("http://{host}/key.asc");
+    let doc = url_deployment("sig-1", &pkg, Some(&key));
+    assert!(device.publish_desired(&[&doc], &[]).status.success());
+    let (rc, log) = device.run_once();
+    assert_eq!(rc, 0, "{log}");
+    assert!(log.contains("signature verified"), "{log}");
+
+    // The same URL, content replaced: refused, the workload stays.
+    let port2 = free_port();
+    let changed = tar_gz(&[("app/compose.yaml", compose(bed.image(), port2).as_bytes())]);
+    std::fs::write(www.join("app.tar.gz"), &changed).unwrap();
+    let doc2 = url_deployment("sig-1", &pkg, Some(&key)).replace("timeout: 60s", "timeout: 61s");
+    assert_refused(
+        &device,
+        "sibling signature of other content",
+        &doc2,
+        "ERR_SIGNATURE",
+        "does not verify",
+        port,
+    );
+    std::fs::remove_file(www.join("app.tar.gz.sig")).unwrap();
+    let doc3 = doc2.replace("timeout: 61s", "timeout: 62s");
+    assert_refused(
+        &device,
+        "sibling signature missing",
+        &doc3,
+        "ERR_SIGNATURE",
+        "no detached signature",
+        port,
+    );
+
+    // SUP-01 package with a signature layer, key from signatures.trusted_keys.
+    let repo = format!("e2e/{}/oci-signed", device.name);
+    let layer = tar_gz(&[("pkg/compose.yaml", compose(bed.image(), port2).as_bytes())]);
+    let layer_file = dir.join("layer.tar.gz");
+    std::fs::write(&layer_file, &layer).unwrap();
+    let push = |revision: &str, signer: &Gpg| {
+        let sig = signer.sign(&layer_file, false);
+        let l = push_blob(&repo, &layer);
+        let s = push_blob(&repo, &sig);
+        push_manifest(
+            &repo,
+            revision,
+            "application/vnd.org.margo.component.compose+json",
+            &[
+                descriptor(
+                    "application/vnd.org.margo.component.compose.tar+gzip",
+                    &l,
+                    layer.len() as u64,
+                ),
+                descriptor("application/vnd.margo.app.v1+sig", &s, sig.len() as u64),
+            ],
+            &[],
+        );
+    };
+    push("2.0.0", &other);
+    push("1.0.0", &gpg);
+    allow_plain_http(
+        &device,
+        &host,
+        &format!(
+            "signatures:\n  policy: require\n  trusted_keys: [{}]\n",
+            key_file.display()
+        ),
+    );
+    let oci_repo = format!("oci://{}/{repo}", bed.plain());
+    assert_refused(
+        &device,
+        "OCI package signed by an untrusted key",
+        &common::deployment("sig-1", "web", &oci_repo, "2.0.0"),
+        "ERR_SIGNATURE",
+        "not the expected one",
+        port,
+    );
+    let doc = common::deployment("sig-1", "web", &oci_repo, "1.0.0");
+    assert!(device.publish_desired(&[&doc], &[]).status.success());
+    let (rc, log) = device.run_once();
+    assert_eq!(rc, 0, "{log}");
+    assert!(log.contains("signature verified"), "{log}");
+    assert!(
+        http_get(port2, "/", Duration::from_secs(20))
+            .unwrap_or_default()
+            .contains(WEB_PAGE)
     );
     device.cleanup();
 }
