@@ -85,8 +85,12 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DesiredState {
-    /// `registry/repository[:tag]`; the tag defaults to `latest`. Required for `run`.
+    /// `registry/repository[:tag]`; the tag defaults to `latest`. Required for `run` unless
+    /// `directory` is set.
     pub reference: String,
+    /// Air-gapped source: a local directory of ApplicationDeployment YAMLs and the packages
+    /// they name by relative path (`docs/packages.md`); replaces `reference`.
+    pub directory: Option<PathBuf>,
     /// Time between polls of the tag.
     #[serde(deserialize_with = "duration")]
     pub poll_interval: Duration,
@@ -102,6 +106,7 @@ impl Default for DesiredState {
     fn default() -> Self {
         DesiredState {
             reference: String::new(),
+            directory: None,
             poll_interval: Duration::from_secs(60),
             poll_jitter: Duration::from_secs(10),
             retry_max: Duration::from_secs(600),
@@ -318,6 +323,20 @@ impl Config {
         if !self.desired_state.reference.is_empty() {
             Reference::parse(&self.desired_state.reference)
                 .map_err(|e| invalid("desired_state.reference", e.to_string()))?;
+        }
+        if let Some(d) = &self.desired_state.directory {
+            if !self.desired_state.reference.is_empty() {
+                return Err(invalid(
+                    "desired_state.directory",
+                    "set reference or directory, not both".into(),
+                ));
+            }
+            if !d.is_absolute() {
+                return Err(invalid(
+                    "desired_state.directory",
+                    format!("{:?} must be an absolute path", d.display()),
+                ));
+            }
         }
         if self.desired_state.poll_interval < Duration::from_secs(1) {
             return Err(invalid(

@@ -29,7 +29,8 @@ use crate::model::{self, ApplicationDeployment};
 use crate::oci::OciClient;
 use crate::package::{self, fetch};
 use crate::podman::{Podman, PullAuth, Timeouts};
-use crate::source::oci::{Known, OciSource};
+use crate::source::Source;
+use crate::source::oci::Known;
 use crate::source::{Polled, SourceError};
 use crate::state::{ComponentRecord, DeploymentRecord, Failure, Loaded, Phase, State, StateFile};
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,7 +102,7 @@ pub struct Agent {
     config: Config,
     device_id: String,
     oci: OciClient,
-    source: OciSource,
+    source: Source,
     state_file: StateFile,
     state: State,
     podman: Option<Podman>,
@@ -136,7 +137,7 @@ impl Agent {
     /// Builds the agent from a validated config; the error is the process exit code (the
     /// reason is already in the journal).
     pub fn start(config: Config) -> Result<Agent, u8> {
-        let reference = config.source_reference().map_err(|e| {
+        let source = Source::from_config(&config).map_err(|e| {
             journal::error(&format!("{e}; margo-agent cannot start"), &[]);
             exit::CONFIG
         })?;
@@ -159,7 +160,7 @@ impl Agent {
                 &[],
             );
         }
-        state.source.reference = reference.to_string();
+        state.source.reference = source.describe();
         let boot = boot_id();
         let rebooted = !state.boot_id.is_empty() && !boot.is_empty() && state.boot_id != boot;
         if rebooted {
@@ -178,13 +179,14 @@ impl Agent {
         let device_id = config.device_id();
         journal::info(
             &format!(
-                "margo-agent {} started: device {device_id:?}, desired state {reference}",
-                env!("CARGO_PKG_VERSION")
+                "margo-agent {} started: device {device_id:?}, desired state {}",
+                env!("CARGO_PKG_VERSION"),
+                source.describe()
             ),
             &[],
         );
         let mut agent = Agent {
-            source: OciSource::new(reference),
+            source,
             device_id,
             oci,
             state_file,
@@ -227,13 +229,13 @@ impl Agent {
         let trust = package::signature::TrustPolicy::from_config(&config.signatures)
             .map_err(|e| format!("signatures: {e}"));
         match (
-            config.source_reference(),
+            Source::from_config(&config),
             Self::registry_client(&config),
             trust,
         ) {
             (Ok(r), Ok(oci), Ok(trust)) => {
                 self.trust = trust;
-                self.source = OciSource::new(r);
+                self.source = r;
                 self.oci = oci;
                 self.podman = None;
                 let state_file = self.config.state_file.clone();
@@ -603,8 +605,14 @@ impl Agent {
             message,
             podman_unavailable: false,
         };
-        let fetched = fetch::fetch(&mut self.oci, component, &self.config.work_dir)
-            .map_err(|e| fail(e.code(), e.to_string()))?;
+        let base = self.source.base_dir().map(Path::to_path_buf);
+        let fetched = fetch::fetch(
+            &mut self.oci,
+            component,
+            &self.config.work_dir,
+            base.as_deref(),
+        )
+        .map_err(|e| fail(e.code(), e.to_string()))?;
         journal::info(
             &format!(
                 "component {:?}: package {} fetched",
@@ -621,6 +629,7 @@ impl Agent {
             &fetched,
             &self.trust,
             &self.config.work_dir,
+            base.as_deref(),
         )
         .map_err(|e| fail(e.code, e.message))?;
         if let Some(signer) = &verified.signer {

@@ -87,11 +87,13 @@ impl FetchError {
     }
 }
 
-/// Fetches `component`'s package into `<work>/packages/`.
+/// Fetches `component`'s package into `<work>/packages/`. `base`: the desired-state
+/// directory relative `packageLocation`s are resolved in (`dir` source), else `None`.
 pub fn fetch(
     oci: &mut OciClient,
     component: &Component,
     work: &Path,
+    base: Option<&Path>,
 ) -> Result<Fetched, FetchError> {
     let dir = work.join("packages");
     let io = |source| FetchError::Io {
@@ -181,9 +183,23 @@ pub fn fetch(
         }
         PackageSource::Url { location, .. } => {
             let partial = dir.join(format!("download-{}.partial", std::process::id()));
-            let digest = oci
-                .fetch_url_to_file(location.as_str(), None, PACKAGE_MAX_BYTES, &partial)
-                .map_err(oci_err)?;
+            let digest = match location.relative_path() {
+                Some(rel) => {
+                    let invalid = |reason: String| FetchError::Invalid {
+                        component: component.name.clone(),
+                        location: location.as_str().to_string(),
+                        reason,
+                    };
+                    let src = local_file(base, rel).map_err(invalid)?;
+                    copy_hashing(&src, &partial, PACKAGE_MAX_BYTES).map_err(|e| {
+                        let _ = std::fs::remove_file(&partial);
+                        invalid(e)
+                    })?
+                }
+                None => oci
+                    .fetch_url_to_file(location.as_str(), None, PACKAGE_MAX_BYTES, &partial)
+                    .map_err(oci_err)?,
+            };
             let dest = dir.join(format!("{}.tar.gz", digest.hex()));
             std::fs::rename(&partial, &dest).map_err(io)?;
             Ok(Fetched {
@@ -194,4 +210,40 @@ pub fn fetch(
             })
         }
     }
+}
+
+/// A relative location resolved in the desired-state directory `base`.
+pub fn local_file(base: Option<&Path>, rel: &Path) -> Result<PathBuf, String> {
+    let Some(base) = base else {
+        return Err(
+            "is a relative path, which only a desired-state directory (desired_state.directory) can resolve"
+                .into(),
+        );
+    };
+    crate::source::dir::resolve(base, rel)
+}
+
+/// Copies a local file to `dest` through SHA-256, refusing it past `cap` bytes.
+fn copy_hashing(src: &Path, dest: &Path, cap: u64) -> Result<Digest, String> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+    let out = std::fs::File::create(dest)
+        .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    let mut w = crate::digest::HashingWriter::new(std::io::BufWriter::new(out));
+    let n = std::io::copy(&mut file.take(cap + 1), &mut w)
+        .map_err(|e| format!("copying {}: {e}", src.display()))?;
+    if n > cap {
+        return Err(format!(
+            "{} is over the {cap}-byte package cap",
+            src.display()
+        ));
+    }
+    let (inner, digest, _) = w.finish();
+    let file = inner
+        .into_inner()
+        .map_err(|e| format!("writing {}: {e}", dest.display()))?;
+    file.sync_all()
+        .map_err(|e| format!("writing {}: {e}", dest.display()))?;
+    Ok(digest)
 }

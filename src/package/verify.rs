@@ -68,12 +68,14 @@ fn sig_err(component: &str, e: impl std::fmt::Display) -> VerifyError {
 }
 
 /// Checks `fetched` under `policy` and returns what to unpack. Nothing is unpacked here.
+/// `base`: the desired-state directory relative locations are resolved in (`dir` source).
 pub fn verify(
     oci: &mut OciClient,
     component: &Component,
     fetched: &Fetched,
     policy: &TrustPolicy,
     work: &Path,
+    base: Option<&Path>,
 ) -> Result<Verified, VerifyError> {
     let name = component.name.as_str();
     match &component.source {
@@ -117,7 +119,13 @@ pub fn verify(
         PackageSource::Url { location, key } => {
             let key = match key {
                 Some(url) => {
-                    let k = fetch_key(oci, url.as_str(), work).map_err(|e| sig_err(name, e))?;
+                    let k = match url.relative_path() {
+                        Some(rel) => super::fetch::local_file(base, rel)
+                            .map_err(|e| format!("keyLocation {}: {e}", url.as_str()))
+                            .and_then(|p| PublicKey::from_file(&p).map_err(|e| e.to_string())),
+                        None => fetch_key(oci, url.as_str(), work),
+                    }
+                    .map_err(|e| sig_err(name, e))?;
                     policy.admit_key(&k).map_err(|e| sig_err(name, e))?;
                     Some(k)
                 }
@@ -150,7 +158,9 @@ pub fn verify(
                     })
                 }
                 None => {
-                    let sig = if is_blob_url(location.as_str()) {
+                    let sig = if let Some(rel) = location.relative_path() {
+                        local_sibling_signature(base, rel).map_err(|e| sig_err(name, e))?
+                    } else if is_blob_url(location.as_str()) {
                         None
                     } else {
                         fetch_sibling_signature(oci, location.as_str(), &scratch)
@@ -227,6 +237,19 @@ pub fn fetch_key(oci: &mut OciClient, url: &str, work: &Path) -> Result<PublicKe
         }
     }
     key.map_err(|e| e.to_string())
+}
+
+/// `<path>.sig` next to a package in the desired-state directory, if there is one.
+fn local_sibling_signature(base: Option<&Path>, rel: &Path) -> Result<Option<Vec<u8>>, String> {
+    let mut name = rel.as_os_str().to_owned();
+    name.push(".sig");
+    match super::fetch::local_file(base, Path::new(&name)) {
+        Ok(p) => read_capped(&p, SIGNATURE_MAX_BYTES)
+            .map(Some)
+            .map_err(|e| format!("cannot read {}: {e}", p.display())),
+        Err(_) if base.is_some_and(|b| !b.join(&name).exists()) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// `<url>.sig`, if the server has one (404: unsigned).
