@@ -61,6 +61,8 @@ pub struct Config {
     pub signatures: crate::package::signature::Signatures,
     /// Image housekeeping (`docs/packages.md`).
     pub images: crate::package::images::ImagesConfig,
+    /// Registry mirrors: rewrite hosts to one endpoint (`docs/mirrors.md`).
+    pub mirrors: crate::mirror::Mirrors,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             policy: Policy::default(),
             signatures: Default::default(),
             images: Default::default(),
+            mirrors: Default::default(),
         }
     }
 }
@@ -373,6 +376,9 @@ impl Config {
             return Err(invalid("device_id", "must be 1 to 128 characters".into()));
         }
         if let Some((key, reason)) = self.policy.problem() {
+            return Err(invalid(&key, reason));
+        }
+        if let Some((key, reason)) = self.mirrors.problem() {
             return Err(invalid(&key, reason));
         }
         if let Some((key, reason)) = self.signatures.problem() {

@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod digest;
 pub mod http;
 pub mod journal;
+pub mod mirror;
 pub mod model;
 pub mod oci;
 pub mod package;

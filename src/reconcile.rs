@@ -85,7 +85,10 @@ struct ConfigImageAccess<'a>(&'a Config);
 
 impl ImageAccess for ConfigImageAccess<'_> {
     fn pull_auth(&self, registry: &str) -> Option<PullAuth> {
-        let (username, password) = self.0.credentials(registry).ok().flatten()?;
+        let (username, password) = match self.0.mirrors.endpoint(registry) {
+            Some(m) => m.credentials().ok().flatten()?,
+            None => self.0.credentials(registry).ok().flatten()?,
+        };
         Some(PullAuth {
             username,
             password,
@@ -93,7 +96,13 @@ impl ImageAccess for ConfigImageAccess<'_> {
         })
     }
     fn tls_verify(&self, registry: &str) -> bool {
-        !self.0.plain_http(registry)
+        match self.0.mirrors.endpoint(registry) {
+            Some(m) => !m.plain_http,
+            None => !self.0.plain_http(registry),
+        }
+    }
+    fn pull_source(&self, image: &str) -> Option<String> {
+        self.0.mirrors.image(image)
     }
 }
 
@@ -208,9 +217,24 @@ impl Agent {
     }
 
     fn registry_client(config: &Config) -> Result<OciClient, String> {
-        let roots = crate::http::trust_roots(Some(&config.tls.ca_bundle), &config.tls.extra_ca)
+        let mut extra_ca = config.tls.extra_ca.clone();
+        extra_ca.extend(config.mirrors.ca_files());
+        let roots = crate::http::trust_roots(Some(&config.tls.ca_bundle), &extra_ca)
             .map_err(|e| e.to_string())?;
-        OciClient::from_config(crate::http::client(&roots), config).map_err(|e| e.to_string())
+        let mut client = OciClient::from_config(crate::http::client(&roots), config)
+            .map_err(|e| e.to_string())?;
+        for m in &config.mirrors.0 {
+            let credentials = m.credentials()?;
+            client.set_access(
+                &m.endpoint,
+                crate::oci::RegistryAccess {
+                    plain_http: m.plain_http,
+                    credentials,
+                },
+            );
+        }
+        client.set_mirrors(config.mirrors.clone());
+        Ok(client)
     }
 
     pub fn config(&self) -> &Config {
