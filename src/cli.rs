@@ -88,7 +88,10 @@ fn dispatch(args: &[String]) -> u8 {
         "check-config" => match load(&path) {
             Ok(c) => {
                 println!("config {} is valid", path.display());
-                println!("  desired state: {}", or_unset(&c.desired_state.reference));
+                match &c.desired_state.directory {
+                    Some(d) => println!("  desired state: directory {}", d.display()),
+                    None => println!("  desired state: {}", or_unset(&c.desired_state.reference)),
+                }
                 println!(
                     "  poll: every {} + up to {} jitter, retries back off to {}",
                     crate::units::format_duration(c.desired_state.poll_interval),

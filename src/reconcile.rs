@@ -647,6 +647,15 @@ impl Agent {
         );
         // Signatures are checked before anything of the package is unpacked; the `.app`
         // copied out of a proof-of-concept wrapper is removed when `verified` is dropped.
+        // URL packages are downloaded again on every apply (their URL names no digest up
+        // front): once unpacked or refused the archive (which may carry image archives) is
+        // removed rather than kept on the device's storage twice.
+        let downloaded = package::signature::TempFiles(
+            matches!(component.source, model::PackageSource::Url { .. })
+                .then(|| fetched.archive.clone())
+                .into_iter()
+                .collect(),
+        );
         let verified = package::verify::verify(
             &mut self.oci,
             component,
@@ -655,7 +664,11 @@ impl Agent {
             &self.config.work_dir,
             base.as_deref(),
         )
-        .map_err(|e| fail(e.code, e.message))?;
+        .map_err(|e| {
+            // A refused package is not kept: nothing may pick it up later.
+            let _ = std::fs::remove_file(&fetched.archive);
+            fail(e.code, e.message)
+        })?;
         if let Some(signer) = &verified.signer {
             journal::info(
                 &format!(
@@ -685,6 +698,7 @@ impl Agent {
             )?;
         }
         drop(verified);
+        drop(downloaded);
         let root = package::find_compose_root(&dest, fetched.layout)
             .map_err(|e| fail(e.code(), e.to_string()))?;
         let project = self.load_project(dep, component, &project_name, &root)?;

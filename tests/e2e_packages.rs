@@ -52,15 +52,14 @@ fn web_container(device: &Device) -> (String, String) {
     ids.into_iter().next().unwrap()
 }
 
+/// Files left in the package download directory: URL packages are removed once unpacked or
+/// refused, so none should stay (OCI packages are kept, by digest, as a download cache).
 fn leftover_apps(device: &Device) -> Vec<PathBuf> {
     let dir = device.dir.join("work/packages");
     std::fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    let n = p.to_string_lossy();
-                    n.ends_with(".app") || n.ends_with(".partial")
-                })
+                .filter(|p| p.is_file())
                 .collect()
         })
         .unwrap_or_default()
@@ -309,6 +308,41 @@ fn image_archives_that_do_not_load_and_images_nowhere_fail_before_any_container_
         &nowhere,
         port,
     );
+
+    // An .app whose entries escape the unpack directory (a symlink, then a hard link, out of
+    // it): refused by the same unpacker as every package.
+    for (case, kind) in [
+        ("symlink escape", tar::EntryType::Symlink),
+        ("hardlink escape", tar::EntryType::Link),
+    ] {
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        let text = compose(&image, port2);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "docker-compose.yaml", text.as_bytes())
+            .unwrap();
+        let mut l = tar::Header::new_gnu();
+        l.set_entry_type(kind);
+        l.set_size(0);
+        l.set_mode(0o777);
+        b.append_link(&mut l, "escape", "../../../../etc/passwd")
+            .unwrap();
+        let evil = b.into_inner().unwrap().finish().unwrap();
+        let (pkg, _) = publish_poc(&repo, &evil, b"unused");
+        assert_refused(
+            &device,
+            case,
+            &url_deployment("img-1", &pkg, None),
+            "ERR_PACKAGE_UNSAFE",
+            "escape",
+            port,
+        );
+    }
 
     // `require`: an unsigned package is refused.
     device.write_config("signatures:\n  policy: require\n");
