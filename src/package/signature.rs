@@ -397,6 +397,58 @@ mod tests {
         assert!(e.to_string().contains("not an OpenPGP signature"), "{e}");
     }
 
+    const KEY_A: &[u8] = include_bytes!("../../tests/data/pgp/key-a.asc");
+    const KEY_B: &[u8] = include_bytes!("../../tests/data/pgp/key-b.asc");
+    const SIG_A: &[u8] = include_bytes!("../../tests/data/pgp/data.txt.a.sig");
+    const SIG_A_ARMOR: &[u8] = include_bytes!("../../tests/data/pgp/data.txt.a.asc");
+    const SIG_B: &[u8] = include_bytes!("../../tests/data/pgp/data.txt.b.sig");
+
+    fn data() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgp/data.txt")
+    }
+
+    #[test]
+    fn gpg_signatures_verify_binary_and_armored_and_name_the_signer() {
+        let a = PublicKey::parse(KEY_A, "key-a.asc").unwrap();
+        assert_eq!(a.fingerprint, "7A25924E6171933983198BCC483D7982D8ADD1FE");
+        assert_eq!(
+            verify_detached("d", &data(), SIG_A, &[&a]).unwrap(),
+            a.fingerprint
+        );
+        assert_eq!(
+            verify_detached("d", &data(), SIG_A_ARMOR, &[&a]).unwrap(),
+            a.fingerprint
+        );
+    }
+
+    #[test]
+    fn other_key_changed_content_and_corrupt_signatures_are_refused() {
+        let a = PublicKey::parse(KEY_A, "key-a.asc").unwrap();
+        let b = PublicKey::parse(KEY_B, "key-b.asc").unwrap();
+        let e = verify_detached("d", &data(), SIG_B, &[&a]).unwrap_err();
+        assert!(e.to_string().contains("not the expected one"), "{e}");
+        assert_eq!(
+            verify_detached("d", &data(), SIG_B, &[&a, &b]).unwrap(),
+            b.fingerprint
+        );
+        let changed = std::env::temp_dir().join(format!("margo-sig-{}", std::process::id()));
+        std::fs::write(&changed, b"services: {}\n").unwrap();
+        let e = verify_detached("d", &changed, SIG_A, &[&a]).unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+        let _ = std::fs::remove_file(&changed);
+        let mut corrupt = SIG_A.to_vec();
+        let n = corrupt.len() - 3;
+        corrupt[n] ^= 0x55;
+        assert!(verify_detached("d", &data(), &corrupt, &[&a]).is_err());
+        let p = TrustPolicy {
+            allowed_fingerprints: vec![b.fingerprint.clone()],
+            ..TrustPolicy::default()
+        };
+        let e = p.admit_key(&a).unwrap_err();
+        assert!(e.to_string().contains("allowed_fingerprints"), "{e}");
+        assert!(p.admit_key(&b).is_ok());
+    }
+
     #[test]
     fn policy_decides_unsigned_packages() {
         let p = TrustPolicy::default();
