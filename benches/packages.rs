@@ -12,7 +12,8 @@
 //! Each measurement is a fresh process (this bench re-executes itself), so one peak does not
 //! hide another. Needs root, `gpg` (Debian gnupg) and a bed:
 //! `tests/bed/up.sh /tmp/bed && MARGO_TESTBED=/tmp/bed/env cargo bench --bench packages`
-//! Knob: `BENCH_MB` (default 50). Figures in `docs/bench.md`.
+//! Knob: `BENCH_MB` (default 50; 5 when `cargo test --all-targets` runs it as a smoke test).
+//! Figures in `docs/bench.md`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use margo_agent::package::signature::{PublicKey, verify_detached};
@@ -133,7 +134,12 @@ fn main() {
     let mb: usize = std::env::var("BENCH_MB")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+        // `cargo test --all-targets` runs this without `--bench`: a quick 5 MB smoke run.
+        .unwrap_or(if args.iter().any(|a| a == "--bench") {
+            50
+        } else {
+            5
+        });
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-packages");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
