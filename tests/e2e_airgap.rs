@@ -12,6 +12,7 @@
 mod common;
 
 use common::pkg::{Gpg, app, compose, image_archive, tar_gz, url_deployment, wrapper};
+use common::raw_push::sha256;
 use common::{Bed, Device, free_port, http_get};
 use std::time::Duration;
 
@@ -156,6 +157,108 @@ fn directory_source_converges_with_every_registry_stopped_and_refuses_what_the_r
     let dep = &status["deployments"]["airgap-1"];
     assert_eq!(dep["phase"], "Failed", "{status}");
     assert_eq!(dep["error"]["code"], "ERR_SIGNATURE", "{status}");
+    assert_eq!(device.container_ids(), before);
+
+    // A SUP-01 package from an OCI image layout on the stick (oci/<registry>/<repository>/,
+    // as `oras copy --to-oci-layout` writes it), signed with a signature layer and verified
+    // with signatures.trusted_keys; the document names a registry nobody can reach.
+    let port3 = free_port();
+    let layer = tar_gz(&[("web/compose.yaml", compose(&image, port3).as_bytes())]);
+    let layer_file = dir.join("layer.tar.gz");
+    std::fs::write(&layer_file, &layer).unwrap();
+    let layer_sig = gpg.sign(&layer_file, false);
+    let layout = stick.join("oci/registry.example.invalid/apps/web3");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = sha256(bytes);
+        std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
+        d
+    };
+    let config_digest = put(b"{}");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.org.margo.component.compose+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config_digest, "size": 2},
+        "layers": [
+            {"mediaType": "application/vnd.org.margo.component.compose.tar+gzip", "digest": put(&layer), "size": layer.len()},
+            {"mediaType": "application/vnd.margo.app.v1+sig", "digest": put(&layer_sig), "size": layer_sig.len()},
+        ],
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": put(&manifest_bytes),
+            "size": manifest_bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "1.0.0"},
+        }],
+    });
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        stick.join("deployment.yaml"),
+        common::deployment(
+            "airgap-1",
+            "web",
+            "oci://registry.example.invalid/apps/web3",
+            "1.0.0",
+        ),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(&device.config).unwrap();
+    std::fs::write(
+        &device.config,
+        config.replace(
+            "signatures:\n  policy: require\n",
+            &format!(
+                "signatures:\n  policy: require\n  trusted_keys: [{}]\n",
+                stick.join("keys/vendor.asc").display()
+            ),
+        ),
+    )
+    .unwrap();
+    let (rc, log) = device.run_once();
+    assert_eq!(rc, 0, "SUP-01 package from an OCI layout:\n{log}");
+    assert!(log.contains("signature verified"), "{log}");
+    assert!(
+        http_get(port3, "/", Duration::from_secs(20))
+            .unwrap_or_default()
+            .contains("margo test bed")
+    );
+    let before = device.container_ids();
+
+    // The same layout with the compose layer's bytes changed on the stick: refused.
+    let layer_blob = blobs.join(&sha256(&layer)[7..]);
+    let mut tampered = layer.clone();
+    let n = tampered.len() - 10;
+    tampered[n] ^= 0x01;
+    std::fs::write(&layer_blob, &tampered).unwrap();
+    let _ = std::fs::remove_dir_all(device.dir.join("work/packages"));
+    std::fs::write(
+        stick.join("deployment.yaml"),
+        common::deployment(
+            "airgap-1",
+            "web",
+            "oci://registry.example.invalid/apps/web3",
+            "1.0.0",
+        )
+        .replace("timeout: 60s", "timeout: 61s"),
+    )
+    .unwrap();
+    let (rc, log) = device.run_once();
+    assert_eq!(rc, 1, "{log}");
+    assert!(log.contains("ERR_DIGEST_MISMATCH"), "{log}");
     assert_eq!(device.container_ids(), before);
 
     // A location leading out of the directory: the revision is refused by validation.

@@ -13,7 +13,7 @@
 use super::layout::PackageLayout;
 use crate::digest::Digest;
 use crate::model::{Component, PackageSource};
-use crate::oci::{Manifest, OciClient, OciError};
+use crate::oci::{Manifest, OciClient, OciError, Reference};
 use std::path::{Path, PathBuf};
 
 /// Largest Compose package downloaded: packages may carry `docker save` image archives, so
@@ -65,6 +65,13 @@ pub enum FetchError {
         location: String,
         reason: String,
     },
+    #[error("component {component:?}: package {location}: {reason}")]
+    Local {
+        component: String,
+        location: String,
+        reason: String,
+        code: &'static str,
+    },
     #[error("component {component:?}: cannot write under {}: {source}", dir.display())]
     Io {
         component: String,
@@ -82,6 +89,7 @@ impl FetchError {
                 _ => "ERR_PACKAGE_FETCH",
             },
             FetchError::Invalid { .. } => "ERR_PACKAGE_INVALID",
+            FetchError::Local { code, .. } => code,
             FetchError::Io { .. } => "ERR_LOCAL_IO",
         }
     }
@@ -115,13 +123,25 @@ pub fn fetch(
                     reason: "no OCI reference".into(),
                 });
             };
-            let fetched = oci.get_manifest(&r, &r.manifest_ref()).map_err(oci_err)?;
             let invalid = |reason: String| FetchError::Invalid {
                 component: component.name.clone(),
                 location: r.to_string(),
                 reason,
             };
-            let Manifest::Image(m) = fetched.manifest else {
+            // Air-gapped: an OCI image layout of the repository in the desired-state
+            // directory (`oci/<registry>/<repository>/`, as `oras copy --to-oci-layout`
+            // writes it) is used instead of the registry.
+            let local = base
+                .map(|b| b.join("oci").join(&r.registry).join(&r.repository))
+                .filter(|l| l.join("index.json").is_file());
+            let mut store = match &local {
+                Some(l) => Store::Layout(l),
+                None => Store::Registry(oci, &r),
+            };
+            let manifest = store
+                .manifest(&r)
+                .map_err(|e| e.into_fetch(component, &r))?;
+            let Manifest::Image(m) = manifest else {
                 return Err(invalid(
                     "is an image index, not a Compose package artifact".into(),
                 ));
@@ -137,14 +157,16 @@ pub fn fetch(
             let mut in_band = InBand::default();
             if let Some(l) = &sig_layer {
                 in_band.signature = Some(
-                    oci.fetch_blob_bytes(&r, l, super::signature::SIGNATURE_MAX_BYTES)
-                        .map_err(oci_err)?,
+                    store
+                        .blob_bytes(l, super::signature::SIGNATURE_MAX_BYTES)
+                        .map_err(|e| e.into_fetch(component, &r))?,
                 );
             }
             if let Some(l) = &key_layer {
                 in_band.key = Some(
-                    oci.fetch_blob_bytes(&r, l, super::signature::KEY_MAX_BYTES)
-                        .map_err(oci_err)?,
+                    store
+                        .blob_bytes(l, super::signature::KEY_MAX_BYTES)
+                        .map_err(|e| e.into_fetch(component, &r))?,
                 );
             }
             let compose_layers: Vec<_> = m
@@ -171,8 +193,9 @@ pub fn fetch(
             };
             let dest = dir.join(format!("{}.tar.gz", layer.digest.hex()));
             if !dest.exists() {
-                oci.fetch_blob_to_file(&r, layer, PACKAGE_MAX_BYTES, &dest)
-                    .map_err(oci_err)?;
+                store
+                    .blob_to_file(layer, PACKAGE_MAX_BYTES, &dest)
+                    .map_err(|e| e.into_fetch(component, &r))?;
             }
             Ok(Fetched {
                 archive: dest,
@@ -246,4 +269,176 @@ fn copy_hashing(src: &Path, dest: &Path, cap: u64) -> Result<Digest, String> {
     file.sync_all()
         .map_err(|e| format!("writing {}: {e}", dest.display()))?;
     Ok(digest)
+}
+
+/// Where an OCI package's manifest and blobs are read from.
+enum Store<'a> {
+    Registry(&'a mut OciClient, &'a Reference),
+    /// An OCI image layout directory (`index.json`, `blobs/sha256/<hex>`).
+    Layout(&'a Path),
+}
+
+/// A failure reading a package from either store.
+enum StoreError {
+    Oci(OciError),
+    Local { code: &'static str, reason: String },
+}
+
+impl StoreError {
+    fn into_fetch(self, component: &Component, r: &Reference) -> FetchError {
+        match self {
+            StoreError::Oci(source) => FetchError::Oci {
+                component: component.name.clone(),
+                source,
+            },
+            StoreError::Local { code, reason } => FetchError::Local {
+                component: component.name.clone(),
+                location: r.to_string(),
+                reason,
+                code,
+            },
+        }
+    }
+}
+
+fn local(code: &'static str, reason: String) -> StoreError {
+    StoreError::Local { code, reason }
+}
+
+impl Store<'_> {
+    fn manifest(&mut self, r: &Reference) -> Result<Manifest, StoreError> {
+        match self {
+            Store::Registry(oci, r) => oci
+                .get_manifest(r, &r.manifest_ref())
+                .map(|f| f.manifest)
+                .map_err(StoreError::Oci),
+            Store::Layout(dir) => {
+                let index_path = dir.join("index.json");
+                let index = super::signature::read_capped(
+                    &index_path,
+                    crate::oci::manifest::MANIFEST_MAX_BYTES,
+                )
+                .map_err(|e| {
+                    local(
+                        "ERR_PACKAGE_FETCH",
+                        format!("cannot read {}: {e}", index_path.display()),
+                    )
+                })?;
+                let index: serde_json::Value = serde_json::from_slice(&index).map_err(|e| {
+                    local(
+                        "ERR_PACKAGE_INVALID",
+                        format!("{} is not an OCI index: {e}", index_path.display()),
+                    )
+                })?;
+                let wanted = r.manifest_ref();
+                let entry = index["manifests"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|m| {
+                        m["digest"].as_str() == Some(wanted.as_str())
+                            || m["annotations"]["org.opencontainers.image.ref.name"].as_str()
+                                == Some(wanted.as_str())
+                    })
+                    .ok_or_else(|| {
+                        local(
+                            "ERR_NOT_FOUND",
+                            format!("{} names no manifest {wanted}", index_path.display()),
+                        )
+                    })?;
+                let desc: crate::oci::Descriptor =
+                    serde_json::from_value(entry.clone()).map_err(|e| {
+                        local(
+                            "ERR_PACKAGE_INVALID",
+                            format!("{}: manifest entry {wanted}: {e}", index_path.display()),
+                        )
+                    })?;
+                let bytes = self.blob_bytes(&desc, crate::oci::manifest::MANIFEST_MAX_BYTES)?;
+                crate::oci::parse_manifest(&bytes, Some(&desc.media_type)).map_err(|e| {
+                    local(
+                        "ERR_INVALID_MANIFEST",
+                        format!("manifest {}: {e}", desc.digest),
+                    )
+                })
+            }
+        }
+    }
+
+    fn blob_path(dir: &Path, d: &Digest) -> PathBuf {
+        dir.join("blobs/sha256").join(d.hex())
+    }
+
+    fn blob_bytes(
+        &mut self,
+        desc: &crate::oci::Descriptor,
+        cap: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        match self {
+            Store::Registry(oci, r) => oci.fetch_blob_bytes(r, desc, cap).map_err(StoreError::Oci),
+            Store::Layout(dir) => {
+                let path = Self::blob_path(dir, &desc.digest);
+                let bytes =
+                    super::signature::read_capped(&path, cap.min(desc.size)).map_err(|e| {
+                        local(
+                            "ERR_PACKAGE_FETCH",
+                            format!("cannot read blob {}: {e}", path.display()),
+                        )
+                    })?;
+                let actual = Digest::of(&bytes);
+                if actual != desc.digest {
+                    return Err(local(
+                        "ERR_DIGEST_MISMATCH",
+                        format!(
+                            "blob {} has digest {actual}, expected {}",
+                            path.display(),
+                            desc.digest
+                        ),
+                    ));
+                }
+                Ok(bytes)
+            }
+        }
+    }
+
+    fn blob_to_file(
+        &mut self,
+        desc: &crate::oci::Descriptor,
+        cap: u64,
+        dest: &Path,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Registry(oci, r) => oci
+                .fetch_blob_to_file(r, desc, cap, dest)
+                .map_err(StoreError::Oci),
+            Store::Layout(dir) => {
+                let src = Self::blob_path(dir, &desc.digest);
+                let partial = dest.with_extension("partial");
+                let result = copy_hashing(&src, &partial, cap.min(desc.size))
+                    .map_err(|e| local("ERR_PACKAGE_FETCH", e))
+                    .and_then(|actual| {
+                        if actual == desc.digest {
+                            std::fs::rename(&partial, dest).map_err(|e| {
+                                local(
+                                    "ERR_LOCAL_IO",
+                                    format!("cannot move {}: {e}", dest.display()),
+                                )
+                            })
+                        } else {
+                            Err(local(
+                                "ERR_DIGEST_MISMATCH",
+                                format!(
+                                    "blob {} has digest {actual}, expected {}",
+                                    src.display(),
+                                    desc.digest
+                                ),
+                            ))
+                        }
+                    });
+                if result.is_err() {
+                    let _ = std::fs::remove_file(&partial);
+                }
+                result
+            }
+        }
+    }
 }
