@@ -273,7 +273,15 @@ fn main() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait until the server answers (a loaded machine starts python slowly).
+    let ready = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < ready,
+            "http.server on {port} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let stick = dir.join("desired");
     std::fs::create_dir_all(&stick).unwrap();
     std::fs::write(
