@@ -281,6 +281,54 @@ mod tests {
     }
 
     #[test]
+    fn config_sections_parse_and_bad_values_name_their_key() {
+        use crate::config::Config;
+        let parse = |t: &str| Config::from_yaml(std::path::Path::new("t.yaml"), t);
+        let c = parse(
+            "desired_state:\n  directory: /media/margo\n\
+             mirrors:\n  - host: registry.example.com\n    endpoint: wfm:8443\n    username: u\n    password: p\n\
+             signatures:\n  policy: require\n  allowed_fingerprints: ['7A25 924E 6171 9339 8319  8BCC 483D 7982 D8AD D1FE']\n\
+             images:\n  prune: false\n",
+        )
+        .unwrap();
+        assert_eq!(c.mirrors.0[0].endpoint, "wfm:8443");
+        assert_eq!(
+            c.mirrors.0[0].credentials().unwrap(),
+            Some(("u".into(), "p".into()))
+        );
+        assert!(!c.images.prune);
+        assert_eq!(
+            c.signatures.policy,
+            crate::package::signature::SignaturePolicy::Require
+        );
+        let d = parse("").unwrap();
+        assert!(d.images.prune && d.mirrors.is_empty());
+        for (text, key) in [
+            ("signatures:\n  policy: sometimes\n", "sometimes"),
+            (
+                "signatures:\n  allowed_fingerprints: [abc]\n",
+                "signatures.allowed_fingerprints[0]",
+            ),
+            (
+                "signatures:\n  trusted_keys: [/nonexistent.asc]\n",
+                "signatures.trusted_keys[0]",
+            ),
+            (
+                "mirrors:\n  - host: a\n    endpoint: b\n    password: p\n",
+                "mirrors[0].username",
+            ),
+            (
+                "desired_state:\n  reference: r.io/a\n  directory: /x\n",
+                "desired_state.directory",
+            ),
+            ("desired_state:\n  directory: rel/dir\n", "absolute"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_rules_are_named() {
         let m = Mirrors(vec![Mirror {
             host: "a".into(),
