@@ -730,7 +730,12 @@ impl Agent {
         };
         let loaded = package::images::load_archives(podman, &root.dir, &fields)?;
         let report = apply::converge(podman, &project, &ctx, &access, wait, &fields, &policy)?;
-        self.note_images(dep, component, &project, &loaded, &report.pulled);
+        package::images::record(
+            &mut self.state,
+            (&dep.id, &component.name),
+            &project,
+            loaded.iter().chain(&report.pulled),
+        );
         journal::info(
             &format!(
                 "component {:?}: project {:?} converged ({} change(s), {} image(s) pulled)",
@@ -744,69 +749,10 @@ impl Agent {
         Ok(())
     }
 
-    /// Removes images the agent brought onto the device that no deployment uses any more.
-    /// Never while a deployment is Installing (its images may not be recorded yet).
+    /// Image pruning after a converged pass (see [`package::images::prune_unused`]).
     fn prune_images(&mut self) {
-        if self
-            .state
-            .deployments
-            .values()
-            .any(|r| r.phase == Phase::Installing)
-        {
-            return;
-        }
-        let used: BTreeSet<&String> = self
-            .state
-            .deployments
-            .values()
-            .flat_map(|r| r.components.values())
-            .flat_map(|c| c.images.iter())
-            .collect();
-        let candidates: Vec<String> = self
-            .state
-            .images
-            .iter()
-            .filter(|i| !used.contains(i))
-            .cloned()
-            .collect();
-        if candidates.is_empty() {
-            return;
-        }
-        let Some(podman) = self.podman.as_mut() else {
-            return;
-        };
-        let pruned = package::images::prune(podman, &candidates);
-        for i in &pruned.removed {
-            self.state.images.remove(i);
-        }
-    }
-
-    /// Records the images a converged component runs, and those the agent brought onto the
-    /// device (pulled or loaded), for image pruning.
-    fn note_images(
-        &mut self,
-        dep: &ApplicationDeployment,
-        component: &model::Component,
-        project: &crate::compose::Project,
-        loaded: &[String],
-        pulled: &[String],
-    ) {
-        use package::images::normalise_image;
-        let images: BTreeSet<String> = project
-            .services
-            .iter()
-            .map(|s| normalise_image(&s.image))
-            .collect();
-        self.state
-            .images
-            .extend(loaded.iter().chain(pulled).map(|i| normalise_image(i)));
-        if let Some(c) = self
-            .state
-            .deployments
-            .get_mut(&dep.id)
-            .and_then(|r| r.components.get_mut(&component.name))
-        {
-            c.images = images.into_iter().collect();
+        if let Some(podman) = self.podman.as_mut() {
+            package::images::prune_unused(podman, &mut self.state);
         }
     }
 

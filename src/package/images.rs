@@ -10,6 +10,8 @@
 use crate::compose::apply::ApplyError;
 use crate::journal;
 use crate::podman::Podman;
+use crate::state::{Phase, State};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -139,6 +141,66 @@ impl Default for ImagesConfig {
     }
 }
 
+/// Records the images a converged component runs (`component` = (deployment id, component
+/// name)), and those the agent brought onto the device (`brought`: pulled or loaded), for
+/// [`prune_unused`]. Names are compared in their fully qualified form.
+pub fn record<'a>(
+    state: &mut State,
+    component: (&str, &str),
+    project: &crate::compose::Project,
+    brought: impl Iterator<Item = &'a String>,
+) {
+    state.images.extend(brought.map(|i| normalise_image(i)));
+    let images: BTreeSet<String> = project
+        .services
+        .iter()
+        .map(|s| normalise_image(&s.image))
+        .collect();
+    if let Some(c) = state
+        .deployments
+        .get_mut(component.0)
+        .and_then(|r| r.components.get_mut(component.1))
+    {
+        c.images = images.into_iter().collect();
+    }
+}
+
+/// Removes the images the agent brought onto the device that no deployment's components use
+/// any more, and forgets those removed. Does nothing while a deployment is Installing (its
+/// images may not be recorded yet).
+pub fn prune_unused(podman: &mut Podman, state: &mut State) {
+    let candidates = unused(state);
+    if candidates.is_empty() {
+        return;
+    }
+    for i in prune(podman, &candidates).removed {
+        state.images.remove(&i);
+    }
+}
+
+/// The images [`prune_unused`] would remove: none while a deployment is Installing.
+pub fn unused(state: &State) -> Vec<String> {
+    if state
+        .deployments
+        .values()
+        .any(|r| r.phase == Phase::Installing)
+    {
+        return Vec::new();
+    }
+    let used: BTreeSet<&String> = state
+        .deployments
+        .values()
+        .flat_map(|r| r.components.values())
+        .flat_map(|c| c.images.iter())
+        .collect();
+    state
+        .images
+        .iter()
+        .filter(|i| !used.contains(i))
+        .cloned()
+        .collect()
+}
+
 /// What an image prune did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -179,7 +241,43 @@ pub fn prune(podman: &mut Podman, candidates: &[String]) -> Pruned {
 
 #[cfg(test)]
 mod tests {
-    use super::normalise_image;
+    use super::{normalise_image, unused};
+    use crate::state::{ComponentRecord, DeploymentRecord, Phase, State};
+
+    #[test]
+    fn only_images_the_agent_brought_and_nobody_uses_are_pruned_and_never_while_installing() {
+        let mut s = State::default();
+        s.images.insert("docker.io/library/old:1".into());
+        s.images.insert("docker.io/library/web:2".into());
+        let mut components = std::collections::BTreeMap::new();
+        components.insert(
+            "web".to_string(),
+            ComponentRecord {
+                phase: Phase::Installed,
+                project: "p".into(),
+                error: None,
+                problems: Vec::new(),
+                images: vec!["docker.io/library/web:2".into(), "r.io/not-ours:1".into()],
+            },
+        );
+        s.deployments.insert(
+            "d".into(),
+            DeploymentRecord {
+                application_id: "a".into(),
+                name: "n".into(),
+                digest: crate::digest::Digest::of(b"d"),
+                phase: Phase::Installed,
+                error: None,
+                components,
+                since: 0,
+            },
+        );
+        assert_eq!(unused(&s), ["docker.io/library/old:1"]);
+        if let Some(d) = s.deployments.get_mut("d") {
+            d.phase = Phase::Installing;
+        }
+        assert!(unused(&s).is_empty());
+    }
 
     #[test]
     fn image_names_normalise_like_podman() {
