@@ -83,7 +83,8 @@ pub fn verify(
             let what = format!("package {}", fetched.digest.short());
             let in_band_key = match &fetched.in_band {
                 InBand {
-                    key: Some(bytes), ..
+                    key: Some(bytes),
+                    signature: Some(_),
                 } if policy.trusted_keys.is_empty() => {
                     let key = PublicKey::parse(bytes, "in the package's key layer")
                         .map_err(|e| sig_err(name, e))?;
