@@ -131,6 +131,17 @@ impl PublicKey {
             ))
         })?;
         let fingerprint = fingerprint_hex(&key);
+        // Its revocation signatures were verified with the bindings above: any is a revocation.
+        if !key.details.revocation_signatures.is_empty() {
+            return Err(refused(format!(
+                "key {origin} ({fingerprint}) is revoked by its owner"
+            )));
+        }
+        if let Some(expired) = expired_at(&key) {
+            return Err(refused(format!(
+                "key {origin} ({fingerprint}) expired at Unix time {expired}"
+            )));
+        }
         Ok(PublicKey {
             key,
             fingerprint,
@@ -144,6 +155,26 @@ impl PublicKey {
             .map_err(|e| refused(format!("cannot read key {}: {e}", path.display())))?;
         PublicKey::parse(&bytes, &path.display().to_string())
     }
+}
+
+/// When the primary key expired, if it has: the expiration of its newest self-signature
+/// (direct or user id), counted from the key's creation.
+fn expired_at(key: &SignedPublicKey) -> Option<u64> {
+    let newest = key
+        .details
+        .direct_signatures
+        .iter()
+        .chain(key.details.users.iter().flat_map(|u| u.signatures.iter()))
+        .max_by_key(|s| s.created().map(|t| t.as_secs()))?;
+    let validity = u64::from(newest.key_expiration_time()?.as_secs());
+    if validity == 0 {
+        return None;
+    }
+    let end = u64::from(key.primary_key.created_at().as_secs()) + validity;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (now >= end).then_some(end)
 }
 
 fn fingerprint_hex(key: &SignedPublicKey) -> String {
@@ -447,6 +478,22 @@ mod tests {
         let e = p.admit_key(&a).unwrap_err();
         assert!(e.to_string().contains("allowed_fingerprints"), "{e}");
         assert!(p.admit_key(&b).is_ok());
+    }
+
+    #[test]
+    fn revoked_and_expired_keys_are_refused() {
+        let e = PublicKey::parse(
+            include_bytes!("../../tests/data/pgp/key-revoked.asc"),
+            "key-revoked.asc",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("revoked"), "{e}");
+        let e = PublicKey::parse(
+            include_bytes!("../../tests/data/pgp/key-expired.asc"),
+            "key-expired.asc",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
     }
 
     #[test]
