@@ -91,7 +91,10 @@ fn dispatch(args: &[String]) -> u8 {
         "check-config" => match load(&path) {
             Ok(c) => {
                 println!("config {} is valid", path.display());
-                println!("  desired state: {}", or_unset(&c.desired_state.reference));
+                match &c.desired_state.directory {
+                    Some(d) => println!("  desired state: directory {}", d.display()),
+                    None => println!("  desired state: {}", or_unset(&c.desired_state.reference)),
+                }
                 println!(
                     "  poll: every {} + up to {} jitter, retries back off to {}",
                     crate::units::format_duration(c.desired_state.poll_interval),
@@ -285,6 +288,7 @@ mod tests {
                 project: "web-1234abcd".into(),
                 error: Some(Failure::new("ERR_IMAGE_PULL", "pulling image x failed")),
                 problems: vec!["service \"db\": unhealthy".into()],
+                images: Vec::new(),
             },
         );
         s.deployments.insert(

@@ -61,6 +61,12 @@ pub struct Config {
     pub wfm: crate::wfm::config::WfmConfig,
     /// OTLP metrics export and the collector variables of workloads (`docs/metrics.md`).
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// Package signature trust policy (`docs/packages.md`).
+    pub signatures: crate::package::signature::Signatures,
+    /// Image housekeeping (`docs/packages.md`).
+    pub images: crate::package::images::ImagesConfig,
+    /// Registry mirrors: rewrite hosts to one endpoint (`docs/mirrors.md`).
+    pub mirrors: crate::mirror::Mirrors,
 }
 
 impl Default for Config {
@@ -77,6 +83,9 @@ impl Default for Config {
             policy: Policy::default(),
             wfm: crate::wfm::config::WfmConfig::default(),
             telemetry: Default::default(),
+            signatures: Default::default(),
+            images: Default::default(),
+            mirrors: Default::default(),
         }
     }
 }
@@ -85,8 +94,12 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DesiredState {
-    /// `registry/repository[:tag]`; the tag defaults to `latest`. Required for `run`.
+    /// `registry/repository[:tag]`; the tag defaults to `latest`. Required for `run` unless
+    /// `directory` is set.
     pub reference: String,
+    /// Air-gapped source: a local directory of ApplicationDeployment YAMLs and the packages
+    /// they name by relative path (`docs/packages.md`); replaces `reference`.
+    pub directory: Option<PathBuf>,
     /// Time between polls of the tag.
     #[serde(deserialize_with = "duration")]
     pub poll_interval: Duration,
@@ -102,6 +115,7 @@ impl Default for DesiredState {
     fn default() -> Self {
         DesiredState {
             reference: String::new(),
+            directory: None,
             poll_interval: Duration::from_secs(60),
             poll_jitter: Duration::from_secs(10),
             retry_max: Duration::from_secs(600),
@@ -319,6 +333,20 @@ impl Config {
             Reference::parse(&self.desired_state.reference)
                 .map_err(|e| invalid("desired_state.reference", e.to_string()))?;
         }
+        if let Some(d) = &self.desired_state.directory {
+            if !self.desired_state.reference.is_empty() {
+                return Err(invalid(
+                    "desired_state.directory",
+                    "set reference or directory, not both".into(),
+                ));
+            }
+            if !d.is_absolute() {
+                return Err(invalid(
+                    "desired_state.directory",
+                    format!("{:?} must be an absolute path", d.display()),
+                ));
+            }
+        }
         if self.desired_state.poll_interval < Duration::from_secs(1) {
             return Err(invalid(
                 "desired_state.poll_interval",
@@ -360,6 +388,12 @@ impl Config {
             return Err(invalid(&key, reason));
         }
         if let Some((key, reason)) = self.telemetry.problem() {
+            return Err(invalid(&key, reason));
+        }
+        if let Some((key, reason)) = self.mirrors.problem() {
+            return Err(invalid(&key, reason));
+        }
+        if let Some((key, reason)) = self.signatures.problem() {
             return Err(invalid(&key, reason));
         }
         if crate::journal::Level::parse(&self.log_level).is_none() {

@@ -25,6 +25,7 @@ pub mod digest;
 pub mod http;
 pub mod identity;
 pub mod journal;
+pub mod mirror;
 pub mod model;
 pub mod oci;
 pub mod package;

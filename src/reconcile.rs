@@ -29,7 +29,8 @@ use crate::model::{self, ApplicationDeployment};
 use crate::oci::OciClient;
 use crate::package::{self, fetch};
 use crate::podman::{Podman, PullAuth, Timeouts};
-use crate::source::oci::{Known, OciSource};
+use crate::source::Source;
+use crate::source::oci::Known;
 use crate::source::{Polled, SourceError};
 use crate::state::{ComponentRecord, DeploymentRecord, Failure, Loaded, Phase, State, StateFile};
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,7 +85,10 @@ struct ConfigImageAccess<'a>(&'a Config);
 
 impl ImageAccess for ConfigImageAccess<'_> {
     fn pull_auth(&self, registry: &str) -> Option<PullAuth> {
-        let (username, password) = self.0.credentials(registry).ok().flatten()?;
+        let (username, password) = match self.0.mirrors.endpoint(registry) {
+            Some(m) => m.credentials().ok().flatten()?,
+            None => self.0.credentials(registry).ok().flatten()?,
+        };
         Some(PullAuth {
             username,
             password,
@@ -92,7 +96,13 @@ impl ImageAccess for ConfigImageAccess<'_> {
         })
     }
     fn tls_verify(&self, registry: &str) -> bool {
-        !self.0.plain_http(registry)
+        match self.0.mirrors.endpoint(registry) {
+            Some(m) => !m.plain_http,
+            None => !self.0.plain_http(registry),
+        }
+    }
+    fn pull_source(&self, image: &str) -> Option<String> {
+        self.0.mirrors.image(image)
     }
 }
 
@@ -101,7 +111,7 @@ pub struct Agent {
     config: Config,
     device_id: String,
     oci: OciClient,
-    source: OciSource,
+    source: Source,
     state_file: StateFile,
     state: State,
     podman: Option<Podman>,
@@ -116,6 +126,8 @@ pub struct Agent {
     pub metrics: crate::telemetry::AgentMetrics,
     /// Telemetry settings (resolved at start): workload collector variables, exporter.
     telemetry: crate::telemetry::Settings,
+    /// The package signature trust policy (config `signatures`).
+    trust: package::signature::TrustPolicy,
 }
 
 /// The kernel's id of this boot (`MARGO_AGENT_BOOT_ID` overrides it, for tests that simulate
@@ -138,7 +150,7 @@ impl Agent {
     /// Builds the agent from a validated config; the error is the process exit code (the
     /// reason is already in the journal).
     pub fn start(config: Config) -> Result<Agent, u8> {
-        let reference = config.source_reference().map_err(|e| {
+        let source = Source::from_config(&config).map_err(|e| {
             journal::error(&format!("{e}; margo-agent cannot start"), &[]);
             exit::CONFIG
         })?;
@@ -161,7 +173,7 @@ impl Agent {
                 &[],
             );
         }
-        state.source.reference = reference.to_string();
+        state.source.reference = source.describe();
         let boot = boot_id();
         let rebooted = !state.boot_id.is_empty() && !boot.is_empty() && state.boot_id != boot;
         if rebooted {
@@ -172,6 +184,11 @@ impl Agent {
         }
         let boot_changed = state.boot_id != boot;
         state.boot_id = boot;
+        let trust =
+            package::signature::TrustPolicy::from_config(&config.signatures).map_err(|e| {
+                journal::error(&format!("signatures: {e}; margo-agent cannot start"), &[]);
+                exit::CONFIG
+            })?;
         let device_id = config.device_id();
         let telemetry =
             crate::telemetry::Settings::from_process_env(&config.telemetry).map_err(|e| {
@@ -186,13 +203,14 @@ impl Agent {
         }
         journal::info(
             &format!(
-                "margo-agent {} started: device {device_id:?}, desired state {reference}",
-                env!("CARGO_PKG_VERSION")
+                "margo-agent {} started: device {device_id:?}, desired state {}",
+                env!("CARGO_PKG_VERSION"),
+                source.describe()
             ),
             &[],
         );
         let mut agent = Agent {
-            source: OciSource::new(reference),
+            source,
             device_id,
             oci,
             state_file,
@@ -204,6 +222,7 @@ impl Agent {
             observer: Observer::new(),
             metrics: Default::default(),
             telemetry,
+            trust,
             config,
         };
         if boot_changed && !agent.state.deployments.is_empty() {
@@ -215,9 +234,24 @@ impl Agent {
     }
 
     fn registry_client(config: &Config) -> Result<OciClient, String> {
-        let roots = crate::http::trust_roots(Some(&config.tls.ca_bundle), &config.tls.extra_ca)
+        let mut extra_ca = config.tls.extra_ca.clone();
+        extra_ca.extend(config.mirrors.ca_files());
+        let roots = crate::http::trust_roots(Some(&config.tls.ca_bundle), &extra_ca)
             .map_err(|e| e.to_string())?;
-        OciClient::from_config(crate::http::client(&roots), config).map_err(|e| e.to_string())
+        let mut client = OciClient::from_config(crate::http::client(&roots), config)
+            .map_err(|e| e.to_string())?;
+        for m in &config.mirrors.0 {
+            let credentials = m.credentials()?;
+            client.set_access(
+                &m.endpoint,
+                crate::oci::RegistryAccess {
+                    plain_http: m.plain_http,
+                    credentials,
+                },
+            );
+        }
+        client.set_mirrors(config.mirrors.clone());
+        Ok(client)
     }
 
     pub fn config(&self) -> &Config {
@@ -246,14 +280,18 @@ impl Agent {
         }
         let telemetry = crate::telemetry::Settings::from_process_env(&config.telemetry)
             .map_err(|e| format!("telemetry setting {e}"));
+        let trust = package::signature::TrustPolicy::from_config(&config.signatures)
+            .map_err(|e| format!("signatures: {e}"));
         match (
-            config.source_reference(),
+            Source::from_config(&config),
             Self::registry_client(&config),
             telemetry,
+            trust,
         ) {
-            (Ok(r), Ok(oci), Ok(telemetry)) => {
+            (Ok(r), Ok(oci), Ok(telemetry), Ok(trust)) => {
                 self.telemetry = telemetry;
-                self.source = OciSource::new(r);
+                self.trust = trust;
+                self.source = r;
                 self.oci = oci;
                 self.podman = None;
                 let state_file = self.config.state_file.clone();
@@ -263,7 +301,7 @@ impl Agent {
                     journal::set_level(l);
                 }
             }
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
                 journal::error(
                     &format!("config reload refused: {e}; keeping the running config"),
                     &[],
@@ -410,6 +448,9 @@ impl Agent {
             let _ = self.save();
             return Outcome::PodmanUnavailable(msg);
         }
+        if failed == 0 && self.config.images.prune {
+            self.prune_images();
+        }
         if failed == 0 {
             self.state.source.applied = Some(revision.digest.clone());
             if revision.version.is_some() {
@@ -553,6 +594,7 @@ impl Agent {
                         project: dep.project_name(&c.name),
                         error: None,
                         problems: Vec::new(),
+                        images: Vec::new(),
                     },
                 )
             })
@@ -629,8 +671,14 @@ impl Agent {
             message,
             podman_unavailable: false,
         };
-        let fetched = fetch::fetch(&mut self.oci, component, &self.config.work_dir)
-            .map_err(|e| fail(e.code(), e.to_string()))?;
+        let base = self.source.base_dir().map(Path::to_path_buf);
+        let fetched = fetch::fetch(
+            &mut self.oci,
+            component,
+            &self.config.work_dir,
+            base.as_deref(),
+        )
+        .map_err(|e| fail(e.code(), e.to_string()))?;
         journal::info(
             &format!(
                 "component {:?}: package {} fetched",
@@ -639,6 +687,40 @@ impl Agent {
             ),
             &[fields[0], fields[1], ("DIGEST", fetched.digest.as_str())],
         );
+        // Signatures are checked before anything of the package is unpacked; the `.app`
+        // copied out of a proof-of-concept wrapper is removed when `verified` is dropped.
+        // URL packages are downloaded again on every apply (their URL names no digest up
+        // front): once unpacked or refused the archive (which may carry image archives) is
+        // removed rather than kept on the device's storage twice.
+        let downloaded = package::signature::TempFiles(
+            matches!(component.source, model::PackageSource::Url { .. })
+                .then(|| fetched.archive.clone())
+                .into_iter()
+                .collect(),
+        );
+        let verified = package::verify::verify(
+            &mut self.oci,
+            component,
+            &fetched,
+            &self.trust,
+            &self.config.work_dir,
+            base.as_deref(),
+        )
+        .map_err(|e| {
+            // A refused package is not kept: nothing may pick it up later.
+            let _ = std::fs::remove_file(&fetched.archive);
+            fail(e.code, e.message)
+        })?;
+        if let Some(signer) = &verified.signer {
+            journal::info(
+                &format!(
+                    "component {:?}: package {} signature verified (key {signer})",
+                    component.name,
+                    fetched.digest.short()
+                ),
+                &[fields[0], fields[1], ("DIGEST", fetched.digest.as_str())],
+            );
+        }
         let project_name = dep.project_name(&component.name);
         // A stable directory per project: the compose working directory and bind sources are
         // part of each service's config hash, so they must not move when the package does.
@@ -647,7 +729,7 @@ impl Agent {
         let marker = projects.join(format!("{project_name}.package"));
         let current = std::fs::read_to_string(&marker).unwrap_or_default();
         if !dest.is_dir() || current.trim() != fetched.digest.as_str() {
-            unpack_swap(&fetched.archive, &dest).map_err(|(code, m)| fail(code, m))?;
+            unpack_swap(&verified.archive, &dest).map_err(|(code, m)| fail(code, m))?;
             crate::state::write_atomically(&marker, fetched.digest.as_str().as_bytes()).map_err(
                 |e| {
                     fail(
@@ -657,6 +739,8 @@ impl Agent {
                 },
             )?;
         }
+        drop(verified);
+        drop(downloaded);
         let root = package::find_compose_root(&dest, fetched.layout)
             .map_err(|e| fail(e.code(), e.to_string()))?;
         let project = self.load_project(dep, component, &project_name, &root)?;
@@ -687,7 +771,14 @@ impl Agent {
                 podman_unavailable: true,
             });
         };
+        let loaded = package::images::load_archives(podman, &root.dir, &fields)?;
         let report = apply::converge(podman, &project, &ctx, &access, wait, &fields, &policy)?;
+        package::images::record(
+            &mut self.state,
+            (&dep.id, &component.name),
+            &project,
+            loaded.iter().chain(&report.pulled),
+        );
         journal::info(
             &format!(
                 "component {:?}: project {:?} converged ({} change(s), {} image(s) pulled)",
@@ -699,6 +790,13 @@ impl Agent {
             &fields,
         );
         Ok(())
+    }
+
+    /// Image pruning after a converged pass (see [`package::images::prune_unused`]).
+    fn prune_images(&mut self) {
+        if let Some(podman) = self.podman.as_mut() {
+            package::images::prune_unused(podman, &mut self.state);
+        }
     }
 
     fn load_project(

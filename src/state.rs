@@ -123,6 +123,10 @@ pub struct ComponentRecord {
     /// (`service "db": unhealthy`, `service "job": exited with code 1`); empty when healthy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Images its services run, recorded after a successful apply (image pruning keeps
+    /// these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 /// One ApplicationDeployment as applied.
@@ -160,6 +164,10 @@ pub struct State {
     /// Fleet Manager bookkeeping: the status outbox, the capabilities last accepted.
     #[serde(default, skip_serializing_if = "crate::wfm::WfmState::is_empty")]
     pub wfm: crate::wfm::WfmState,
+    /// Images the agent pulled or loaded from package archives: the only ones image pruning
+    /// may remove.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub images: std::collections::BTreeSet<String>,
 }
 
 impl Default for State {
@@ -170,6 +178,7 @@ impl Default for State {
             deployments: BTreeMap::new(),
             boot_id: String::new(),
             wfm: crate::wfm::WfmState::default(),
+            images: Default::default(),
         }
     }
 }

@@ -62,6 +62,11 @@ impl From<PodmanError> for ApplyError {
 pub trait ImageAccess {
     fn pull_auth(&self, registry: &str) -> Option<PullAuth>;
     fn tls_verify(&self, registry: &str) -> bool;
+    /// Where to pull `image` from instead (a registry mirror); the pulled image is then
+    /// tagged with `image`. Default: the image itself.
+    fn pull_source(&self, _image: &str) -> Option<String> {
+        None
+    }
 }
 
 /// What an apply did.
@@ -69,6 +74,18 @@ pub trait ImageAccess {
 pub struct ApplyReport {
     pub pulled: Vec<String>,
     pub actions: Vec<String>,
+}
+
+/// `repo:tag` → (`repo`, `tag`); `None` for a digest reference (cannot be tagged).
+fn split_tag(image: &str) -> Option<(&str, &str)> {
+    if image.contains('@') {
+        return None;
+    }
+    let slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[slash..].find(':') {
+        Some(i) => Some((&image[..slash + i], &image[slash + i + 1..])),
+        None => Some((image, "latest")),
+    }
 }
 
 fn registry_of(image: &str) -> &str {
@@ -125,22 +142,37 @@ fn ensure_images(
             _ => false,
         };
         let id = if pull {
-            let host = registry_of(&svc.image);
+            let mirrored = images.pull_source(&svc.image);
+            let source = mirrored.as_deref().unwrap_or(&svc.image);
+            let host = registry_of(source);
+            let via = mirrored
+                .as_deref()
+                .map(|m| format!(" through mirror {m:?}"))
+                .unwrap_or_default();
             journal::info(
-                &format!("pulling image {:?} for service {:?}", svc.image, svc.name),
+                &format!(
+                    "pulling image {:?}{via} for service {:?}",
+                    svc.image, svc.name
+                ),
                 fields,
             );
+            let pull_error = |e: crate::podman::PodmanError| ApplyError {
+                code: "ERR_IMAGE_PULL",
+                podman_unavailable: e.is_unavailable(),
+                message: format!("service {:?}: {e}", svc.name),
+            };
             podman
                 .pull_image(
-                    &svc.image,
+                    source,
                     images.pull_auth(host).as_ref(),
                     images.tls_verify(host),
                 )
-                .map_err(|e| ApplyError {
-                    code: "ERR_IMAGE_PULL",
-                    podman_unavailable: e.is_unavailable(),
-                    message: format!("service {:?}: {e}", svc.name),
-                })?;
+                .map_err(pull_error)?;
+            if let Some(m) = &mirrored
+                && let Some((repo, tag)) = split_tag(&svc.image)
+            {
+                podman.tag_image(m, repo, tag).map_err(pull_error)?;
+            }
             report.pulled.push(svc.image.clone());
             podman.image_id(&svc.image)?
         } else {

@@ -111,6 +111,11 @@ impl PackageUrl {
         &self.0
     }
 
+    /// A path relative to the desired-state directory (no scheme), for the `dir` source.
+    pub fn relative_path(&self) -> Option<&std::path::Path> {
+        (!self.0.contains("://")).then(|| std::path::Path::new(&self.0))
+    }
+
     /// True for `http://`: the fetcher refuses it unless the device allows insecure sources.
     pub fn is_plain_http(&self) -> bool {
         self.0.len() >= 7 && self.0[..7].eq_ignore_ascii_case("http://")

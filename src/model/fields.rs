@@ -77,6 +77,9 @@ pub(super) fn package_url(s: &str) -> Result<PackageUrl, String> {
             s.len()
         ));
     }
+    if !s.contains("://") {
+        return relative_location(s).map(|()| PackageUrl(s.to_string()));
+    }
     // `get` rather than slicing: the prefix may end inside a multi-byte character.
     let scheme = |p: &str| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
     let rest = if scheme("https://") {
@@ -120,6 +123,30 @@ pub(super) fn package_url(s: &str) -> Result<PackageUrl, String> {
         return Err(format!("{s:?} has no host"));
     }
     Ok(PackageUrl(s.to_string()))
+}
+
+/// A path relative to the desired-state directory (air-gapped `dir` source): no leading `/`,
+/// no `..`, no `:` (so no other URL scheme slips through), no whitespace or control characters.
+fn relative_location(s: &str) -> Result<(), String> {
+    let why = if s.is_empty() {
+        Some("is empty")
+    } else if s.starts_with('/') {
+        Some("is an absolute path")
+    } else if s.split('/').any(|c| c == "..") {
+        Some("contains ..")
+    } else if s.contains(':') {
+        Some("contains ':'")
+    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("contains whitespace or control characters")
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(w) => Err(format!(
+            "{s:?} is not an https:// (or http://) URL, nor a relative path inside the desired-state directory ({w})"
+        )),
+    }
 }
 
 pub(super) fn oci_repository(s: &str) -> Result<Reference, String> {

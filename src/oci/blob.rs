@@ -47,6 +47,8 @@ impl OciClient {
         max_bytes: u64,
         dest: &Path,
     ) -> Result<(), OciError> {
+        let routed = self.route(r);
+        let r = &routed;
         let (url, at) = self.blob_target(r, &desc.digest);
         check_declared(desc, max_bytes, &at)?;
         if let Some(data) = inline(desc, &at)? {
@@ -73,6 +75,8 @@ impl OciClient {
         desc: &Descriptor,
         max_bytes: u64,
     ) -> Result<Vec<u8>, OciError> {
+        let routed = self.route(r);
+        let r = &routed;
         let (url, at) = self.blob_target(r, &desc.digest);
         check_declared(desc, max_bytes, &at)?;
         if let Some(data) = inline(desc, &at)? {
@@ -110,6 +114,8 @@ impl OciClient {
         max_bytes: u64,
         dest: &Path,
     ) -> Result<Digest, OciError> {
+        let routed = self.route_url(url);
+        let url = routed.as_str();
         let host = authority_of(url).unwrap_or_default();
         let at_url = Target::new(&host, "", "download of".into(), url);
         let uri: Uri = url.parse().map_err(|_| OciError::NotAllowed {

@@ -68,6 +68,8 @@ pub struct OciClient {
     /// What each host accepted last (see `request.rs`).
     pub(super) schemes: HashMap<String, HostScheme>,
     pub(super) tokens: TokenCache,
+    /// Mirror rules applied to every read (`crate::mirror`); never to pushes.
+    mirrors: crate::mirror::Mirrors,
 }
 
 impl OciClient {
@@ -80,6 +82,7 @@ impl OciClient {
             access: HashMap::new(),
             schemes: HashMap::new(),
             tokens: TokenCache::new(),
+            mirrors: crate::mirror::Mirrors::default(),
         }
     }
 
@@ -103,6 +106,21 @@ impl OciClient {
             );
         }
         Ok(client)
+    }
+
+    /// Sets the mirror rules reads are routed through.
+    pub fn set_mirrors(&mut self, mirrors: crate::mirror::Mirrors) {
+        self.mirrors = mirrors;
+    }
+
+    /// `r` as it is read: through its mirror when a rule applies.
+    pub(crate) fn route(&self, r: &Reference) -> Reference {
+        self.mirrors.reference(r).unwrap_or_else(|| r.clone())
+    }
+
+    /// A URL as it is read: through its mirror when a rule applies.
+    pub(crate) fn route_url(&self, url: &str) -> String {
+        self.mirrors.url(url).unwrap_or_else(|| url.to_string())
     }
 
     /// Sets how to talk to `host` (`host` or `host:port`, as in references).
@@ -139,6 +157,8 @@ impl OciClient {
     /// list. When the registry omits `Docker-Content-Digest` (it is optional), GETs the
     /// manifest and hashes it instead.
     pub fn head_manifest(&mut self, r: &Reference) -> Result<Option<ManifestHead>, OciError> {
+        let routed = self.route(r);
+        let r = &routed;
         let reference = r.manifest_ref();
         let url = self.url(r, "manifests", &reference);
         let at = Target::new(
@@ -188,6 +208,8 @@ impl OciClient {
         r: &Reference,
         reference: &str,
     ) -> Result<FetchedManifest, OciError> {
+        let routed = self.route(r);
+        let r = &routed;
         let url = self.url(r, "manifests", reference);
         let at = Target::new(
             &r.registry,

@@ -13,12 +13,20 @@
 use super::layout::PackageLayout;
 use crate::digest::Digest;
 use crate::model::{Component, PackageSource};
-use crate::oci::{Manifest, OciClient, OciError};
+use crate::oci::{Manifest, OciClient, OciError, Reference};
 use std::path::{Path, PathBuf};
 
-/// Largest Compose package downloaded (a compose file plus small configs; image archives in
-/// packages come later and will raise this deliberately).
-pub const PACKAGE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest Compose package downloaded: packages may carry `docker save` image archives, so
+/// this is sized for a few images, not for a compose file.
+pub const PACKAGE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Layer media types of a detached OpenPGP signature over the compose layer.
+pub const SIGNATURE_LAYER_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.margo.app.v1+sig",
+    "application/pgp-signature",
+];
+/// Layer media type of an OpenPGP public key shipped with a package.
+pub const KEY_LAYER_MEDIA_TYPE: &str = "application/pgp-keys";
 
 /// Layer media types of a SUP-01 Compose package (and the earlier WG proposal's spelling).
 pub const COMPOSE_LAYER_MEDIA_TYPES: &[&str] = &[
@@ -34,6 +42,17 @@ pub struct Fetched {
     pub archive: PathBuf,
     pub digest: Digest,
     pub layout: PackageLayout,
+    /// Signature and key layers of an OCI package.
+    pub in_band: InBand,
+}
+
+/// What an OCI package's manifest carries beside the compose layer.
+#[derive(Debug, Clone, Default)]
+pub struct InBand {
+    /// A detached signature over the compose layer.
+    pub signature: Option<Vec<u8>>,
+    /// An OpenPGP public key.
+    pub key: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +64,13 @@ pub enum FetchError {
         component: String,
         location: String,
         reason: String,
+    },
+    #[error("component {component:?}: package {location}: {reason}")]
+    Local {
+        component: String,
+        location: String,
+        reason: String,
+        code: &'static str,
     },
     #[error("component {component:?}: cannot write under {}: {source}", dir.display())]
     Io {
@@ -63,16 +89,19 @@ impl FetchError {
                 _ => "ERR_PACKAGE_FETCH",
             },
             FetchError::Invalid { .. } => "ERR_PACKAGE_INVALID",
+            FetchError::Local { code, .. } => code,
             FetchError::Io { .. } => "ERR_LOCAL_IO",
         }
     }
 }
 
-/// Fetches `component`'s package into `<work>/packages/`.
+/// Fetches `component`'s package into `<work>/packages/`. `base`: the desired-state
+/// directory relative `packageLocation`s are resolved in (`dir` source), else `None`.
 pub fn fetch(
     oci: &mut OciClient,
     component: &Component,
     work: &Path,
+    base: Option<&Path>,
 ) -> Result<Fetched, FetchError> {
     let dir = work.join("packages");
     let io = |source| FetchError::Io {
@@ -94,22 +123,66 @@ pub fn fetch(
                     reason: "no OCI reference".into(),
                 });
             };
-            let fetched = oci.get_manifest(&r, &r.manifest_ref()).map_err(oci_err)?;
             let invalid = |reason: String| FetchError::Invalid {
                 component: component.name.clone(),
                 location: r.to_string(),
                 reason,
             };
-            let Manifest::Image(m) = fetched.manifest else {
+            // Air-gapped: an OCI image layout of the repository in the desired-state
+            // directory (`oci/<registry>/<repository>/`, as `oras copy --to-oci-layout`
+            // writes it) is used instead of the registry.
+            let local = base
+                .map(|b| b.join("oci").join(&r.registry).join(&r.repository))
+                .filter(|l| l.join("index.json").is_file());
+            let mut store = match &local {
+                Some(l) => Store::Layout(l),
+                None => Store::Registry(oci, &r),
+            };
+            let manifest = store
+                .manifest(&r)
+                .map_err(|e| e.into_fetch(component, &r))?;
+            let Manifest::Image(m) = manifest else {
                 return Err(invalid(
                     "is an image index, not a Compose package artifact".into(),
                 ));
             };
-            let layer = match m.layers.as_slice() {
-                [only] => only,
+            let extra = |types: &[&str]| {
+                m.layers
+                    .iter()
+                    .find(|l| types.contains(&l.media_type.as_str()))
+                    .cloned()
+            };
+            let sig_layer = extra(SIGNATURE_LAYER_MEDIA_TYPES);
+            let key_layer = extra(&[KEY_LAYER_MEDIA_TYPE]);
+            let mut in_band = InBand::default();
+            if let Some(l) = &sig_layer {
+                in_band.signature = Some(
+                    store
+                        .blob_bytes(l, super::signature::SIGNATURE_MAX_BYTES)
+                        .map_err(|e| e.into_fetch(component, &r))?,
+                );
+            }
+            if let Some(l) = &key_layer {
+                in_band.key = Some(
+                    store
+                        .blob_bytes(l, super::signature::KEY_MAX_BYTES)
+                        .map_err(|e| e.into_fetch(component, &r))?,
+                );
+            }
+            let compose_layers: Vec<_> = m
+                .layers
+                .iter()
+                .filter(|l| {
+                    !SIGNATURE_LAYER_MEDIA_TYPES.contains(&l.media_type.as_str())
+                        && l.media_type != KEY_LAYER_MEDIA_TYPE
+                })
+                .collect();
+            let layer = match compose_layers.as_slice() {
+                [only] => *only,
                 many => many
                     .iter()
                     .find(|l| COMPOSE_LAYER_MEDIA_TYPES.contains(&l.media_type.as_str()))
+                    .copied()
                     .ok_or_else(|| {
                         invalid(format!(
                             "has {} layers and none of a Compose package media type ({})",
@@ -120,27 +193,252 @@ pub fn fetch(
             };
             let dest = dir.join(format!("{}.tar.gz", layer.digest.hex()));
             if !dest.exists() {
-                oci.fetch_blob_to_file(&r, layer, PACKAGE_MAX_BYTES, &dest)
-                    .map_err(oci_err)?;
+                store
+                    .blob_to_file(layer, PACKAGE_MAX_BYTES, &dest)
+                    .map_err(|e| e.into_fetch(component, &r))?;
             }
             Ok(Fetched {
                 archive: dest,
                 digest: layer.digest.clone(),
                 layout: PackageLayout::OciCompose,
+                in_band,
             })
         }
         PackageSource::Url { location, .. } => {
             let partial = dir.join(format!("download-{}.partial", std::process::id()));
-            let digest = oci
-                .fetch_url_to_file(location.as_str(), None, PACKAGE_MAX_BYTES, &partial)
-                .map_err(oci_err)?;
+            let digest = match location.relative_path() {
+                Some(rel) => {
+                    let invalid = |reason: String| FetchError::Invalid {
+                        component: component.name.clone(),
+                        location: location.as_str().to_string(),
+                        reason,
+                    };
+                    let src = local_file(base, rel).map_err(invalid)?;
+                    copy_hashing(&src, &partial, PACKAGE_MAX_BYTES).map_err(|e| {
+                        let _ = std::fs::remove_file(&partial);
+                        invalid(e)
+                    })?
+                }
+                None => oci
+                    .fetch_url_to_file(location.as_str(), None, PACKAGE_MAX_BYTES, &partial)
+                    .map_err(oci_err)?,
+            };
             let dest = dir.join(format!("{}.tar.gz", digest.hex()));
             std::fs::rename(&partial, &dest).map_err(io)?;
             Ok(Fetched {
                 archive: dest,
                 digest,
                 layout: PackageLayout::Tarball,
+                in_band: InBand::default(),
             })
+        }
+    }
+}
+
+/// A relative location resolved in the desired-state directory `base`.
+pub fn local_file(base: Option<&Path>, rel: &Path) -> Result<PathBuf, String> {
+    let Some(base) = base else {
+        return Err(
+            "is a relative path, which only a desired-state directory (desired_state.directory) can resolve"
+                .into(),
+        );
+    };
+    crate::source::dir::resolve(base, rel)
+}
+
+/// Copies a local file to `dest` through SHA-256, refusing it past `cap` bytes.
+fn copy_hashing(src: &Path, dest: &Path, cap: u64) -> Result<Digest, String> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+    let out = std::fs::File::create(dest)
+        .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    let mut w = crate::digest::HashingWriter::new(std::io::BufWriter::new(out));
+    let n = std::io::copy(&mut file.take(cap + 1), &mut w)
+        .map_err(|e| format!("copying {}: {e}", src.display()))?;
+    if n > cap {
+        return Err(format!(
+            "{} is over the {cap}-byte package cap",
+            src.display()
+        ));
+    }
+    let (inner, digest, _) = w.finish();
+    let file = inner
+        .into_inner()
+        .map_err(|e| format!("writing {}: {e}", dest.display()))?;
+    file.sync_all()
+        .map_err(|e| format!("writing {}: {e}", dest.display()))?;
+    Ok(digest)
+}
+
+/// Where an OCI package's manifest and blobs are read from.
+enum Store<'a> {
+    Registry(&'a mut OciClient, &'a Reference),
+    /// An OCI image layout directory (`index.json`, `blobs/sha256/<hex>`).
+    Layout(&'a Path),
+}
+
+/// A failure reading a package from either store.
+enum StoreError {
+    Oci(OciError),
+    Local { code: &'static str, reason: String },
+}
+
+impl StoreError {
+    fn into_fetch(self, component: &Component, r: &Reference) -> FetchError {
+        match self {
+            StoreError::Oci(source) => FetchError::Oci {
+                component: component.name.clone(),
+                source,
+            },
+            StoreError::Local { code, reason } => FetchError::Local {
+                component: component.name.clone(),
+                location: r.to_string(),
+                reason,
+                code,
+            },
+        }
+    }
+}
+
+fn local(code: &'static str, reason: String) -> StoreError {
+    StoreError::Local { code, reason }
+}
+
+impl Store<'_> {
+    fn manifest(&mut self, r: &Reference) -> Result<Manifest, StoreError> {
+        match self {
+            Store::Registry(oci, r) => oci
+                .get_manifest(r, &r.manifest_ref())
+                .map(|f| f.manifest)
+                .map_err(StoreError::Oci),
+            Store::Layout(dir) => {
+                let index_path = dir.join("index.json");
+                let index = super::signature::read_capped(
+                    &index_path,
+                    crate::oci::manifest::MANIFEST_MAX_BYTES,
+                )
+                .map_err(|e| {
+                    local(
+                        "ERR_PACKAGE_FETCH",
+                        format!("cannot read {}: {e}", index_path.display()),
+                    )
+                })?;
+                let index: serde_json::Value = serde_json::from_slice(&index).map_err(|e| {
+                    local(
+                        "ERR_PACKAGE_INVALID",
+                        format!("{} is not an OCI index: {e}", index_path.display()),
+                    )
+                })?;
+                let wanted = r.manifest_ref();
+                let entry = index["manifests"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|m| {
+                        m["digest"].as_str() == Some(wanted.as_str())
+                            || m["annotations"]["org.opencontainers.image.ref.name"].as_str()
+                                == Some(wanted.as_str())
+                    })
+                    .ok_or_else(|| {
+                        local(
+                            "ERR_NOT_FOUND",
+                            format!("{} names no manifest {wanted}", index_path.display()),
+                        )
+                    })?;
+                let desc: crate::oci::Descriptor =
+                    serde_json::from_value(entry.clone()).map_err(|e| {
+                        local(
+                            "ERR_PACKAGE_INVALID",
+                            format!("{}: manifest entry {wanted}: {e}", index_path.display()),
+                        )
+                    })?;
+                let bytes = self.blob_bytes(&desc, crate::oci::manifest::MANIFEST_MAX_BYTES)?;
+                crate::oci::parse_manifest(&bytes, Some(&desc.media_type)).map_err(|e| {
+                    local(
+                        "ERR_INVALID_MANIFEST",
+                        format!("manifest {}: {e}", desc.digest),
+                    )
+                })
+            }
+        }
+    }
+
+    fn blob_path(dir: &Path, d: &Digest) -> PathBuf {
+        dir.join("blobs/sha256").join(d.hex())
+    }
+
+    fn blob_bytes(
+        &mut self,
+        desc: &crate::oci::Descriptor,
+        cap: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        match self {
+            Store::Registry(oci, r) => oci.fetch_blob_bytes(r, desc, cap).map_err(StoreError::Oci),
+            Store::Layout(dir) => {
+                let path = Self::blob_path(dir, &desc.digest);
+                let bytes =
+                    super::signature::read_capped(&path, cap.min(desc.size)).map_err(|e| {
+                        local(
+                            "ERR_PACKAGE_FETCH",
+                            format!("cannot read blob {}: {e}", path.display()),
+                        )
+                    })?;
+                let actual = Digest::of(&bytes);
+                if actual != desc.digest {
+                    return Err(local(
+                        "ERR_DIGEST_MISMATCH",
+                        format!(
+                            "blob {} has digest {actual}, expected {}",
+                            path.display(),
+                            desc.digest
+                        ),
+                    ));
+                }
+                Ok(bytes)
+            }
+        }
+    }
+
+    fn blob_to_file(
+        &mut self,
+        desc: &crate::oci::Descriptor,
+        cap: u64,
+        dest: &Path,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Registry(oci, r) => oci
+                .fetch_blob_to_file(r, desc, cap, dest)
+                .map_err(StoreError::Oci),
+            Store::Layout(dir) => {
+                let src = Self::blob_path(dir, &desc.digest);
+                let partial = dest.with_extension("partial");
+                let result = copy_hashing(&src, &partial, cap.min(desc.size))
+                    .map_err(|e| local("ERR_PACKAGE_FETCH", e))
+                    .and_then(|actual| {
+                        if actual == desc.digest {
+                            std::fs::rename(&partial, dest).map_err(|e| {
+                                local(
+                                    "ERR_LOCAL_IO",
+                                    format!("cannot move {}: {e}", dest.display()),
+                                )
+                            })
+                        } else {
+                            Err(local(
+                                "ERR_DIGEST_MISMATCH",
+                                format!(
+                                    "blob {} has digest {actual}, expected {}",
+                                    src.display(),
+                                    desc.digest
+                                ),
+                            ))
+                        }
+                    });
+                if result.is_err() {
+                    let _ = std::fs::remove_file(&partial);
+                }
+                result
+            }
         }
     }
 }

@@ -16,9 +16,12 @@
 //! `ERR_PACKAGE_INVALID`, `ERR_PACKAGE_IO`.
 
 pub mod fetch;
+pub mod images;
 pub mod layout;
 pub mod paths;
+pub mod signature;
 pub mod unpack;
+pub mod verify;
 
 pub use layout::{COMPOSE_FILE_NAMES, ComposeRoot, PackageLayout, find_compose_root};
 pub use unpack::{UnpackLimits, Unpacked, unpack_tar_gz};

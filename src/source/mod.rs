@@ -6,10 +6,61 @@
 //! devices will sit behind the same [`Polled`] answer, so validation and everything after it
 //! never depend on where the documents came from.
 
+pub mod dir;
 pub mod layer;
 pub mod oci;
 
 use crate::digest::Digest;
+use std::path::Path;
+
+/// The configured source of desired state.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// `desired_state.reference`: an OCI artifact polled by tag.
+    Oci(oci::OciSource),
+    /// `desired_state.directory`: a local directory (air-gapped devices).
+    Dir(dir::DirSource),
+}
+
+impl Source {
+    /// The source the config names: `directory` when set, else `reference`.
+    pub fn from_config(config: &crate::config::Config) -> Result<Source, String> {
+        match &config.desired_state.directory {
+            Some(d) => Ok(Source::Dir(dir::DirSource::new(d.clone()))),
+            None => config
+                .source_reference()
+                .map(|r| Source::Oci(oci::OciSource::new(r))),
+        }
+    }
+
+    /// One poll.
+    pub fn poll(
+        &self,
+        client: &mut crate::oci::OciClient,
+        known: oci::Known,
+    ) -> Result<Polled, SourceError> {
+        match self {
+            Source::Oci(s) => s.poll(client, known),
+            Source::Dir(s) => s.poll(known),
+        }
+    }
+
+    /// The directory relative package and key locations are resolved in (dir source only).
+    pub fn base_dir(&self) -> Option<&Path> {
+        match self {
+            Source::Oci(_) => None,
+            Source::Dir(d) => Some(&d.dir),
+        }
+    }
+
+    /// How the source is named in the journal and the state file.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Oci(s) => s.reference.to_string(),
+            Source::Dir(d) => format!("dir:{}", d.dir.display()),
+        }
+    }
+}
 
 /// The manifest annotation that carries a monotonic version (rollback protection).
 pub const VERSION_ANNOTATION: &str = "org.margo.ApplicationDeployment.version";

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod engine;
+pub mod pkg;
 pub mod raw_push;
 pub mod wfm;
 

@@ -1,0 +1,514 @@
+//! OpenPGP verification of Compose packages: detached signatures checked against the key a
+//! deployment names (`keyLocation`) or keys the device trusts, under the configured trust
+//! policy ([`TrustPolicy`], config section `signatures`, `docs/packages.md`).
+//!
+//! A signature is verified over the package file as it is on disk, streamed through the
+//! signature's hash in fixed-size reads: a 50 MB package never sits in memory. Keys and
+//! signatures are small and read whole, capped ([`KEY_MAX_BYTES`], [`SIGNATURE_MAX_BYTES`]).
+//!
+//! A key is accepted only when it parses as an OpenPGP public key (armored or binary) whose
+//! self-signatures verify; a signature only when it is a binary or text document signature
+//! made by that key's primary key or one of its subkeys, and when its hash is strong enough
+//! (rPGP refuses MD5 and SHA-1 data signatures). When `allowed_fingerprints` is set, a key
+//! fetched from `keyLocation` must have one of those primary fingerprints: otherwise anyone
+//! who can publish a desired state could sign with a key of their own.
+
+use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
+use pgp::packet::SignatureType;
+use pgp::types::KeyDetails;
+use serde::Deserialize;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Stable code for every signature refusal.
+pub const ERR_SIGNATURE: &str = "ERR_SIGNATURE";
+/// Largest public key read (an RSA-4096 key with many user ids is a few tens of KiB).
+pub const KEY_MAX_BYTES: u64 = 256 * 1024;
+/// Largest detached signature read (one signature packet is under 1 KiB; armored a bit more).
+pub const SIGNATURE_MAX_BYTES: u64 = 64 * 1024;
+/// Read size while hashing the signed file.
+const HASH_BUFFER_BYTES: usize = 64 * 1024;
+
+/// `signatures.policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignaturePolicy {
+    /// Unsigned packages are refused.
+    Require,
+    /// Signatures that are present (or expected through `keyLocation`) are verified; packages
+    /// without one are accepted.
+    #[default]
+    IfPresent,
+}
+
+/// The config section `signatures` (`docs/packages.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Signatures {
+    /// `require` or `if-present` (default).
+    pub policy: SignaturePolicy,
+    /// Primary-key fingerprints (hex, spaces allowed) a `keyLocation` key must have; empty:
+    /// any key the deployment names.
+    pub allowed_fingerprints: Vec<String>,
+    /// Armored public key files the device trusts, used for packages that name no
+    /// `keyLocation` (SUP-01 OCI packages).
+    pub trusted_keys: Vec<PathBuf>,
+}
+
+impl Signatures {
+    /// The first invalid value, as (key, reason).
+    pub fn problem(&self) -> Option<(String, String)> {
+        for (i, f) in self.allowed_fingerprints.iter().enumerate() {
+            if normalise_fingerprint(f).is_none() {
+                return Some((
+                    format!("signatures.allowed_fingerprints[{i}]"),
+                    format!("{f:?} is not a 40- or 64-digit hex OpenPGP fingerprint"),
+                ));
+            }
+        }
+        for (i, p) in self.trusted_keys.iter().enumerate() {
+            if let Err(e) = PublicKey::from_file(p) {
+                return Some((format!("signatures.trusted_keys[{i}]"), e.to_string()));
+            }
+        }
+        None
+    }
+}
+
+/// Why a package's signature was not accepted. Every message names the file or key and says
+/// what was wrong; the caller adds the component and what happens next.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl SignatureError {
+    pub fn code(&self) -> &'static str {
+        ERR_SIGNATURE
+    }
+}
+
+fn refused(msg: impl Into<String>) -> SignatureError {
+    SignatureError::Refused(msg.into())
+}
+
+/// A parsed, self-signature-checked public key and where it came from.
+#[derive(Debug, Clone)]
+pub struct PublicKey {
+    key: SignedPublicKey,
+    /// Upper-case hex fingerprint of the primary key.
+    pub fingerprint: String,
+    /// Where the key came from, for messages (`keyLocation` URL or config file).
+    pub origin: String,
+}
+
+impl PublicKey {
+    /// Parses an armored or binary OpenPGP public key; `origin` names it in errors.
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<PublicKey, SignatureError> {
+        if bytes.len() as u64 > KEY_MAX_BYTES {
+            return Err(refused(format!(
+                "key {origin} is larger than {KEY_MAX_BYTES} bytes; not an OpenPGP public key"
+            )));
+        }
+        let text = String::from_utf8_lossy(bytes);
+        if text.contains("-----BEGIN PGP PRIVATE KEY BLOCK-----") {
+            return Err(refused(format!(
+                "key {origin} is a PRIVATE key; a device needs only the public key (and the private key must not be published)"
+            )));
+        }
+        let (key, _) = SignedPublicKey::from_reader_single(bytes).map_err(|e| {
+            refused(format!(
+                "key {origin} is not an OpenPGP public key ({})",
+                one_line(&e.to_string())
+            ))
+        })?;
+        key.verify_bindings().map_err(|e| {
+            refused(format!(
+                "key {origin}: its self-signatures do not verify ({})",
+                one_line(&e.to_string())
+            ))
+        })?;
+        let fingerprint = fingerprint_hex(&key);
+        // Its revocation signatures were verified with the bindings above: any is a revocation.
+        if !key.details.revocation_signatures.is_empty() {
+            return Err(refused(format!(
+                "key {origin} ({fingerprint}) is revoked by its owner"
+            )));
+        }
+        if let Some(expired) = expired_at(&key) {
+            return Err(refused(format!(
+                "key {origin} ({fingerprint}) expired at Unix time {expired}"
+            )));
+        }
+        Ok(PublicKey {
+            key,
+            fingerprint,
+            origin: origin.to_string(),
+        })
+    }
+
+    /// Reads and parses a key file.
+    pub fn from_file(path: &Path) -> Result<PublicKey, SignatureError> {
+        let bytes = read_capped(path, KEY_MAX_BYTES)
+            .map_err(|e| refused(format!("cannot read key {}: {e}", path.display())))?;
+        PublicKey::parse(&bytes, &path.display().to_string())
+    }
+}
+
+/// When the primary key expired, if it has: the expiration of its newest self-signature
+/// (direct or user id), counted from the key's creation.
+fn expired_at(key: &SignedPublicKey) -> Option<u64> {
+    let newest = key
+        .details
+        .direct_signatures
+        .iter()
+        .chain(key.details.users.iter().flat_map(|u| u.signatures.iter()))
+        .max_by_key(|s| s.created().map(|t| t.as_secs()))?;
+    let validity = u64::from(newest.key_expiration_time()?.as_secs());
+    if validity == 0 {
+        return None;
+    }
+    let end = u64::from(key.primary_key.created_at().as_secs()) + validity;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (now >= end).then_some(end)
+}
+
+fn fingerprint_hex(key: &SignedPublicKey) -> String {
+    key.fingerprint()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
+/// Normalises a configured fingerprint: hex digits only, upper case (spaces and `0x`
+/// allowed in the config, as gpg prints them).
+pub fn normalise_fingerprint(s: &str) -> Option<String> {
+    let s = s.trim();
+    let s = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    let hex: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let ok = (hex.len() == 40 || hex.len() == 64) && hex.chars().all(|c| c.is_ascii_hexdigit());
+    ok.then(|| hex.to_ascii_uppercase())
+}
+
+/// The trust policy, with the device's own trusted keys loaded.
+#[derive(Debug, Clone, Default)]
+pub struct TrustPolicy {
+    pub require: bool,
+    /// Upper-case hex primary fingerprints; empty: any `keyLocation` key.
+    pub allowed_fingerprints: Vec<String>,
+    /// Keys from the config (`signatures.trusted_keys`): trusted without a fingerprint check,
+    /// used when a package names no `keyLocation` (OCI packages).
+    pub trusted_keys: Vec<PublicKey>,
+}
+
+impl TrustPolicy {
+    /// Builds the policy from the config, reading the trusted key files.
+    pub fn from_config(s: &Signatures) -> Result<TrustPolicy, SignatureError> {
+        let mut trusted_keys = Vec::new();
+        for p in &s.trusted_keys {
+            trusted_keys.push(PublicKey::from_file(p)?);
+        }
+        Ok(TrustPolicy {
+            require: s.policy == SignaturePolicy::Require,
+            allowed_fingerprints: s
+                .allowed_fingerprints
+                .iter()
+                .filter_map(|f| normalise_fingerprint(f))
+                .collect(),
+            trusted_keys,
+        })
+    }
+
+    /// Checks a key fetched from a deployment's `keyLocation` against `allowed_fingerprints`.
+    pub fn admit_key(&self, key: &PublicKey) -> Result<(), SignatureError> {
+        if self.allowed_fingerprints.is_empty()
+            || self.allowed_fingerprints.contains(&key.fingerprint)
+        {
+            return Ok(());
+        }
+        Err(refused(format!(
+            "key {} has fingerprint {}, which is not in signatures.allowed_fingerprints",
+            key.origin, key.fingerprint
+        )))
+    }
+
+    /// Decides for a package with the given signature and keys. `what` names the package.
+    /// Returns the signer's fingerprint, or `None` for an unsigned package the policy allows.
+    /// `keys`: the package's own `keyLocation` key (already admitted) or, when it names none,
+    /// the device's trusted keys are used.
+    pub fn decide(
+        &self,
+        what: &str,
+        data: &Path,
+        signature: Option<&[u8]>,
+        key: Option<&PublicKey>,
+    ) -> Result<Option<String>, SignatureError> {
+        let keys: Vec<&PublicKey> = match key {
+            Some(k) => vec![k],
+            None => self.trusted_keys.iter().collect(),
+        };
+        match signature {
+            None if key.is_some() => Err(refused(format!(
+                "{what} has no detached signature, but the deployment names a keyLocation"
+            ))),
+            None if self.require => Err(refused(format!(
+                "{what} is not signed and signatures.policy is require"
+            ))),
+            None => Ok(None),
+            Some(_) if keys.is_empty() => Err(refused(format!(
+                "{what} is signed but there is no key to verify it (no keyLocation and no signatures.trusted_keys)"
+            ))),
+            Some(sig) => verify_detached(what, data, sig, &keys).map(Some),
+        }
+    }
+}
+
+/// Verifies the detached signature `sig` (armored or binary) over the file `data` with one of
+/// `keys` (primary keys and subkeys are tried). Returns the primary fingerprint of the key
+/// that verified.
+pub fn verify_detached(
+    what: &str,
+    data: &Path,
+    sig: &[u8],
+    keys: &[&PublicKey],
+) -> Result<String, SignatureError> {
+    if sig.len() as u64 > SIGNATURE_MAX_BYTES {
+        return Err(refused(format!(
+            "the signature of {what} is larger than {SIGNATURE_MAX_BYTES} bytes; not a detached signature"
+        )));
+    }
+    let (detached, _) = DetachedSignature::from_reader_single(sig).map_err(|e| {
+        refused(format!(
+            "the signature of {what} is not an OpenPGP signature ({})",
+            one_line(&e.to_string())
+        ))
+    })?;
+    let signature = &detached.signature;
+    match signature.typ() {
+        Some(SignatureType::Binary) | Some(SignatureType::Text) => {}
+        other => {
+            return Err(refused(format!(
+                "the signature of {what} is of type {other:?}, not a document signature"
+            )));
+        }
+    }
+    let open = || {
+        File::open(data)
+            .map(|f| BufReader::with_capacity(HASH_BUFFER_BYTES, f))
+            .map_err(|e| refused(format!("cannot read {}: {e}", data.display())))
+    };
+    let mut last_error = None;
+    for key in keys {
+        let mut outcome = try_key(signature, &key.key.primary_key, &open)?;
+        for sub in &key.key.public_subkeys {
+            if outcome.is_some() {
+                break;
+            }
+            outcome = try_key(signature, &sub.key, &open)?;
+        }
+        match outcome {
+            Some(Ok(())) => return Ok(key.fingerprint.clone()),
+            Some(Err(e)) => last_error = Some(e),
+            None => {}
+        }
+    }
+    match last_error {
+        Some(e) => {
+            crate::journal::debug(&format!("signature check of {what}: {e}"), &[]);
+            Err(refused(format!(
+                "the signature of {what} does not verify: the content was changed or the signature is corrupt"
+            )))
+        }
+        None => {
+            let names: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{} ({})", k.fingerprint, k.origin))
+                .collect();
+            Err(refused(format!(
+                "{what} was signed by a key that is not the expected one; expected {}",
+                names.join(" or ")
+            )))
+        }
+    }
+}
+
+/// Verifies with `candidate` when the signature names it as issuer: `None` when it does not,
+/// else the verification result (the error as one line).
+fn try_key<K: pgp::types::VerifyingKey + KeyDetails>(
+    signature: &pgp::packet::Signature,
+    candidate: &K,
+    open: &dyn Fn() -> Result<BufReader<File>, SignatureError>,
+) -> Result<Option<Result<(), String>>, SignatureError> {
+    let fingerprint = candidate.fingerprint();
+    let key_id = candidate.legacy_key_id();
+    let issued_by = signature
+        .issuer_fingerprint()
+        .iter()
+        .any(|f| **f == fingerprint)
+        || signature.issuer_key_id().iter().any(|id| **id == key_id);
+    if !issued_by {
+        return Ok(None);
+    }
+    Ok(Some(
+        signature
+            .verify(candidate, open()?)
+            .map_err(|e| one_line(&e.to_string())),
+    ))
+}
+
+/// Reads a small file whole, refusing it past `max` bytes.
+pub fn read_capped(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    File::open(path)?.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "{} is larger than {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(buf)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Paths removed when dropped: the temporary pieces of a package being verified.
+#[derive(Debug, Default)]
+pub struct TempFiles(pub Vec<PathBuf>);
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(p);
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_normalise_from_gpg_output() {
+        assert_eq!(
+            normalise_fingerprint("0x1234 5678 9abc def0 1234  5678 9ABC DEF0 1234 5678"),
+            Some("123456789ABCDEF0123456789ABCDEF012345678".into())
+        );
+        assert_eq!(normalise_fingerprint("1234"), None);
+        assert_eq!(
+            normalise_fingerprint("zz34567890123456789012345678901234567890"),
+            None
+        );
+    }
+
+    #[test]
+    fn garbage_is_not_a_key_nor_a_signature() {
+        let e = PublicKey::parse(b"<html>not found</html>", "https://h/k").unwrap_err();
+        assert!(e.to_string().contains("not an OpenPGP public key"), "{e}");
+        let e = PublicKey::parse(
+            b"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n-----END PGP PRIVATE KEY BLOCK-----\n",
+            "k",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("PRIVATE"), "{e}");
+        let e = verify_detached("p", Path::new("/nonexistent"), b"garbage", &[]).unwrap_err();
+        assert!(e.to_string().contains("not an OpenPGP signature"), "{e}");
+    }
+
+    const KEY_A: &[u8] = include_bytes!("../../tests/data/pgp/key-a.asc");
+    const KEY_B: &[u8] = include_bytes!("../../tests/data/pgp/key-b.asc");
+    const SIG_A: &[u8] = include_bytes!("../../tests/data/pgp/data.txt.a.sig");
+    const SIG_A_ARMOR: &[u8] = include_bytes!("../../tests/data/pgp/data.txt.a.asc");
+    const SIG_B: &[u8] = include_bytes!("../../tests/data/pgp/data.txt.b.sig");
+
+    fn data() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgp/data.txt")
+    }
+
+    #[test]
+    fn gpg_signatures_verify_binary_and_armored_and_name_the_signer() {
+        let a = PublicKey::parse(KEY_A, "key-a.asc").unwrap();
+        assert_eq!(a.fingerprint, "7A25924E6171933983198BCC483D7982D8ADD1FE");
+        assert_eq!(
+            verify_detached("d", &data(), SIG_A, &[&a]).unwrap(),
+            a.fingerprint
+        );
+        assert_eq!(
+            verify_detached("d", &data(), SIG_A_ARMOR, &[&a]).unwrap(),
+            a.fingerprint
+        );
+    }
+
+    #[test]
+    fn other_key_changed_content_and_corrupt_signatures_are_refused() {
+        let a = PublicKey::parse(KEY_A, "key-a.asc").unwrap();
+        let b = PublicKey::parse(KEY_B, "key-b.asc").unwrap();
+        let e = verify_detached("d", &data(), SIG_B, &[&a]).unwrap_err();
+        assert!(e.to_string().contains("not the expected one"), "{e}");
+        assert_eq!(
+            verify_detached("d", &data(), SIG_B, &[&a, &b]).unwrap(),
+            b.fingerprint
+        );
+        let changed = std::env::temp_dir().join(format!("margo-sig-{}", std::process::id()));
+        std::fs::write(&changed, b"services: {}\n").unwrap();
+        let e = verify_detached("d", &changed, SIG_A, &[&a]).unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+        let _ = std::fs::remove_file(&changed);
+        let mut corrupt = SIG_A.to_vec();
+        let n = corrupt.len() - 3;
+        corrupt[n] ^= 0x55;
+        assert!(verify_detached("d", &data(), &corrupt, &[&a]).is_err());
+        let p = TrustPolicy {
+            allowed_fingerprints: vec![b.fingerprint.clone()],
+            ..TrustPolicy::default()
+        };
+        let e = p.admit_key(&a).unwrap_err();
+        assert!(e.to_string().contains("allowed_fingerprints"), "{e}");
+        assert!(p.admit_key(&b).is_ok());
+    }
+
+    #[test]
+    fn revoked_and_expired_keys_are_refused() {
+        let e = PublicKey::parse(
+            include_bytes!("../../tests/data/pgp/key-revoked.asc"),
+            "key-revoked.asc",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("revoked"), "{e}");
+        let e = PublicKey::parse(
+            include_bytes!("../../tests/data/pgp/key-expired.asc"),
+            "key-expired.asc",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+    }
+
+    #[test]
+    fn policy_decides_unsigned_packages() {
+        let p = TrustPolicy::default();
+        assert_eq!(p.decide("pkg", Path::new("/x"), None, None).unwrap(), None);
+        let p = TrustPolicy {
+            require: true,
+            ..TrustPolicy::default()
+        };
+        let e = p.decide("pkg", Path::new("/x"), None, None).unwrap_err();
+        assert!(e.to_string().contains("require"), "{e}");
+        let e = TrustPolicy::default()
+            .decide("pkg", Path::new("/x"), Some(b"sig"), None)
+            .unwrap_err();
+        assert!(e.to_string().contains("no key"), "{e}");
+    }
+}

@@ -1,0 +1,98 @@
+//! Image calls beyond pull: archive loads, listing, removal and tagging.
+//!
+//! A child module of `client`, so it shares the private request funnel.
+
+use super::{PodmanError, Response};
+use crate::http::query_escape;
+use serde::Deserialize;
+use std::fs::File;
+use std::path::Path;
+
+/// A local image as `GET /libpod/images/json` lists it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ImageSummary {
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// `registry/repo:tag` names; empty for a dangling image.
+    #[serde(rename = "RepoTags", default)]
+    pub names: Option<Vec<String>>,
+    /// Containers using the image (Podman counts every container, running or not).
+    #[serde(rename = "Containers", default)]
+    pub containers: i64,
+}
+
+impl super::Podman {
+    /// `POST /libpod/images/load`: streams a `docker save` or OCI-layout tar archive into
+    /// Podman's storage (never read into memory); returns the names Podman loaded. The pull
+    /// deadline applies.
+    pub fn load_image(&mut self, archive: &Path) -> Result<Vec<String>, PodmanError> {
+        #[derive(Deserialize)]
+        struct Loaded {
+            #[serde(rename = "Names", default)]
+            names: Option<Vec<String>>,
+        }
+        let target = archive.display().to_string();
+        let op = "load image archive";
+        let file = File::open(archive).map_err(|e| PodmanError::Protocol {
+            op,
+            target: target.clone(),
+            reason: format!("cannot open: {e}"),
+        })?;
+        self.writes += 1;
+        let url = self.url("/images/load");
+        let req = ureq::http::Request::builder()
+            .method("POST")
+            .uri(&url)
+            .header("content-type", "application/x-tar")
+            .body(file)
+            .map_err(|e| super::protocol(op, &target, e.to_string()))?;
+        let timeout = self.timeouts.pull;
+        let req = self
+            .agent
+            .configure_request(req)
+            .timeout_global(Some(timeout))
+            .build();
+        let resp: Response = self.agent.run(req).map_err(|e| match e {
+            ureq::Error::Timeout(_) => PodmanError::Timeout {
+                op,
+                target: target.clone(),
+                timeout,
+            },
+            ureq::Error::Io(io) => PodmanError::Unreachable {
+                socket: self.socket.clone(),
+                reason: io.to_string(),
+            },
+            other => super::protocol(op, &target, other.to_string()),
+        })?;
+        let body = Self::expect(op, &target, resp, &[200])?;
+        let loaded: Loaded = Self::json(op, &target, &body)?;
+        Ok(loaded.names.unwrap_or_default())
+    }
+
+    /// Every local image.
+    pub fn list_images(&mut self) -> Result<Vec<ImageSummary>, PodmanError> {
+        let url = self.url("/images/json?all=false");
+        let resp = self.send("list images", "", "GET", &url, None)?;
+        let body = Self::expect("list images", "", resp, &[200])?;
+        Self::json("list images", "", &body)
+    }
+
+    /// Removes an image by ID (refused by Podman while a container uses it).
+    pub fn remove_image(&mut self, id: &str) -> Result<(), PodmanError> {
+        let url = self.url(&format!("/images/{}", query_escape(id)));
+        let resp = self.send("remove image", id, "DELETE", &url, None)?;
+        Self::expect("remove image", id, resp, &[200, 404]).map(drop)
+    }
+
+    /// Tags the local image `source` as `repo:tag`.
+    pub fn tag_image(&mut self, source: &str, repo: &str, tag: &str) -> Result<(), PodmanError> {
+        let url = self.url(&format!(
+            "/images/{}/tag?repo={}&tag={}",
+            query_escape(source),
+            query_escape(repo),
+            query_escape(tag)
+        ));
+        let resp = self.send("tag image", source, "POST", &url, None)?;
+        Self::expect("tag image", source, resp, &[201, 200]).map(drop)
+    }
+}
