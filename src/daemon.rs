@@ -112,6 +112,9 @@ pub fn next_poll_delay(interval: Duration, retry_max: Duration, failures: u32) -
 
 /// `run --once`: one reconcile; the exit code tells the outcome.
 pub fn run_once(config: Config) -> u8 {
+    if let Err(code) = crate::service::preflight(&config) {
+        return code;
+    }
     let mut agent = match Agent::start(config) {
         Ok(a) => a,
         Err(code) => return code,
@@ -133,11 +136,14 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
             return exit::CONFIG;
         }
     };
+    if let Err(code) = crate::service::preflight(&config) {
+        return code;
+    }
     let mut agent = match Agent::start(config) {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let watchdog = journal::watchdog_interval().map(|w| w / 2);
+    let watchdog = journal::watchdog_arm();
     journal::notify("READY=1\nSTATUS=started, polling desired state");
     let mut failures: u32 = 0;
     let mut next_poll = Instant::now();
@@ -173,7 +179,7 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
         if let Some(w) = watchdog
             && now >= next_ping
         {
-            journal::notify("WATCHDOG=1");
+            journal::watchdog_ping();
             next_ping = now + w;
         }
         if now >= next_observe {
@@ -181,6 +187,7 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
             next_observe = agent.next_observation(Instant::now());
         }
         if now >= next_poll {
+            journal::status("polling the desired state and converging");
             let outcome = agent.reconcile();
             failures = match outcome {
                 Outcome::SourceUnreachable(_) | Outcome::PodmanUnavailable(_) => {
@@ -188,11 +195,11 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
                 }
                 _ => 0,
             };
-            journal::notify(&format!("STATUS={}", outcome.summary()));
             let ds = &agent.config().desired_state;
-            next_poll = Instant::now()
-                + next_poll_delay(ds.poll_interval, ds.retry_max, failures)
-                + jitter(ds.poll_jitter);
+            let delay =
+                next_poll_delay(ds.poll_interval, ds.retry_max, failures) + jitter(ds.poll_jitter);
+            journal::status(&crate::service::status_line(&outcome, delay));
+            next_poll = Instant::now() + delay;
         }
         let mut wake_at = next_poll.min(next_observe);
         if watchdog.is_some() {
