@@ -34,9 +34,9 @@ done
 # Debian package and C compiler per target.
 cc_for() {
   case "$1" in
-    x86_64-unknown-linux-musl) echo "musl-tools musl-gcc" ;;
-    aarch64-unknown-linux-musl) echo "gcc-aarch64-linux-gnu aarch64-linux-gnu-gcc" ;;
-    armv7-unknown-linux-musleabihf) echo "gcc-arm-linux-gnueabihf arm-linux-gnueabihf-gcc" ;;
+    x86_64-unknown-linux-musl) echo "musl-tools musl-gcc ar" ;;
+    aarch64-unknown-linux-musl) echo "gcc-aarch64-linux-gnu aarch64-linux-gnu-gcc aarch64-linux-gnu-ar" ;;
+    armv7-unknown-linux-musleabihf) echo "gcc-arm-linux-gnueabihf arm-linux-gnueabihf-gcc arm-linux-gnueabihf-ar" ;;
     *) echo "cross/build.sh: no C compiler known for $1" >&2; exit 2 ;;
   esac
 }
@@ -73,13 +73,17 @@ for t in "${targets[@]}"; do
     fi
     rm -f /tmp/cross-rustup.$$
   fi
-  read -r _ cc <<<"$(cc_for "$t")"
+  read -r _ cc ar <<<"$(cc_for "$t")"
   up=$(echo "$t" | tr 'a-z-' 'A-Z_')
   low=$(echo "$t" | tr '-' '_')
   echo "== cargo build --release --target $t (CC=$cc)" >&2
   # ring's C/assembly is compiled with the target's gcc; the Rust musl targets link
   # statically with their bundled musl (self-contained crt objects), gcc is only the driver.
-  env "CC_$low=$cc" "AR_$low=${cc%gcc}ar" "CARGO_TARGET_${up}_LINKER=$cc" \
+  # x86_64: rustc's own musl link (self-contained crt, the host cc as driver); musl-gcc as
+  # the linker would mix the system musl into it and crash at start.
+  linker=()
+  [ "$t" = x86_64-unknown-linux-musl ] || linker=("CARGO_TARGET_${up}_LINKER=$cc")
+  env "CC_$low=$cc" "AR_$low=$ar" "${linker[@]}" \
     cargo build --release --locked --target "$t" >&2
   built+=("$t")
 done
@@ -91,6 +95,16 @@ for t in "${built[@]}"; do
   bin="$dir/$t/release/margo-agent"
   size=$(stat -c %s "$bin")
   kind=$(file -b "$bin" 2>/dev/null | grep -o 'statically linked\|static-pie linked\|dynamically linked' || true)
+  if [ "$kind" = "dynamically linked" ]; then
+    echo "cross/build.sh: $bin is dynamically linked; a static binary was expected" >&2; exit 1
+  fi
+  # Smoke test: the binary starts (foreign architectures under qemu-user).
+  case "$t" in
+    x86_64-*) run=() ;; aarch64-*) run=(qemu-aarch64-static) ;; armv7-*) run=(qemu-arm-static) ;;
+  esac
+  if ! "${run[@]}" "$bin" --version >/dev/null; then
+    echo "cross/build.sh: $bin --version failed" >&2; exit 1
+  fi
   printf '%-34s %12s  %s (%s)\n' "$t" "$size" "$bin" "${kind:-?}"
   if [ -n "${CROSS_OUT:-}" ]; then cp "$bin" "$CROSS_OUT/margo-agent-$t"; fi
 done
