@@ -32,4 +32,6 @@ export MARGO_TESTBED="$BED/env"
 
 echo "== cargo test"
 cargo test --all-targets -- --test-threads=2
+echo "== firmware: cross build, Yocto layer checks, QEMU-booted tests (tests/qemu/run.sh)"
+tests/qemu/run.sh "$BED/env"
 echo "== all tests passed in $(( $(date +%s) - T0 )) s"
