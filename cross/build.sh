@@ -83,7 +83,11 @@ for t in "${targets[@]}"; do
   # the linker would mix the system musl into it and crash at start.
   linker=()
   [ "$t" = x86_64-unknown-linux-musl ] || linker=("CARGO_TARGET_${up}_LINKER=$cc")
-  env "CC_$low=$cc" "AR_$low=$ar" "${linker[@]}" \
+  # No .eh_frame_hdr: with panic = "abort" nothing unwinds; the table only served backtraces
+  # (RUST_BACKTRACE) and costs ~65 KB on aarch64.
+  flags_var="CARGO_TARGET_${up}_RUSTFLAGS"
+  flags="${!flags_var:-} -C link-arg=-Wl,--no-eh-frame-hdr"
+  env "CC_$low=$cc" "AR_$low=$ar" "${linker[@]}" "$flags_var=${flags# }" \
     cargo build --release --locked --target "$t" >&2
   built+=("$t")
 done
