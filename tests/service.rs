@@ -1,7 +1,7 @@
 //! margo-agent as a systemd service, without systemd: the watchdog cadence from WATCHDOG_USEC,
 //! the STATUS= line a field engineer reads, a state directory that cannot be written (exit 7,
-//! one clear line), a missing config (exit 3, one line), and the unit file's settings.
-//! Needs no test bed: the source is a closed port on loopback.
+//! one clear line), a missing config (exit 3, one line), the unit file's settings, and a
+//! clock far in the past against the bed's TLS registry (the others need no bed).
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 mod common;
 
@@ -188,4 +188,54 @@ fn unit_file_matches_the_agent_exit_codes_and_notify_protocol() {
     let c = margo_agent::config::Config::default();
     assert!(c.state_file.starts_with("/var/lib/margo-agent"));
     assert!(c.work_dir.starts_with("/var/lib/margo-agent"));
+}
+
+/// A device without RTC: the wall clock in 2001 (libfaketime). The TLS registry's certificate
+/// is "not valid yet"; the agent says the clock is the cause, that it retries, and exits 4
+/// (source unreachable) from `run --once` — nothing is marked failed.
+#[test]
+fn clock_far_in_the_past_names_the_clock_for_tls_failures() {
+    let bed = common::Bed::get();
+    let dir = fresh("service-clock");
+    let reg = bed.var("MARGO_TB_REG_BASIC");
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "desired_state:\n  reference: {reg}/fleet/clock/desired:latest\n\
+             registries:\n  - host: \"{reg}\"\n    username: {u}\n    password: {p}\n\
+             tls:\n  extra_ca: [{ca}]\n\
+             podman:\n  socket: {d}/no-podman.sock\n\
+             state_file: {d}/state.json\nwork_dir: {d}/work\n",
+            u = bed.var("MARGO_TB_USER"),
+            p = bed.var("MARGO_TB_PASS"),
+            ca = bed.var("MARGO_TB_CA"),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("faketime")
+        .arg("2001-01-01 00:00:00")
+        .arg(common::binary())
+        .args(["--config", config.to_str().unwrap(), "run", "--once"])
+        .env("MARGO_AGENT_LOG", "stderr")
+        .output()
+        .expect("faketime (Debian package faketime, installed by tests/bed/install.sh)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("system clock reads 2001-01-01"), "{err}");
+    assert!(err.contains("ERR_CLOCK_UNSET"), "{err}");
+    assert!(
+        err.contains("certificate is not valid yet by this device's clock"),
+        "{err}"
+    );
+    // The same config with the real clock gets past TLS (the tag does not exist: not a TLS error).
+    let out = Command::new(common::binary())
+        .args(["--config", config.to_str().unwrap(), "run", "--once"])
+        .env("MARGO_AGENT_LOG", "stderr")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("TLS failed"), "{err}");
+    assert!(!err.contains("ERR_CLOCK_UNSET"), "{err}");
 }

@@ -13,6 +13,7 @@ PKGS=(
   docker-registry                      # CNCF distribution 2.8 (the three registries)
   apache2-utils                        # htpasswd -B
   skopeo                               # copying images between registries/archives (tests, debugging)
+  faketime                             # a device clock far in the past (tests/service.rs)
   openssl ca-certificates curl         # test CA, readiness probes
   python3 python3-cryptography         # token_server.py (run with /usr/bin/python3)
 )

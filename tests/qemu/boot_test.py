@@ -6,8 +6,8 @@ virtio disk for the state file; the guest reaches the host's test registry throu
 networking (10.0.2.2).
 
   boot_test.py smoke --arch x86_64 --binary B --registry 127.0.0.1:PORT
-      boots, the agent polls the registry, records the desired revision, says Podman's socket
-      is missing; then the state disk is mounted read-only and the agent must refuse with
+      boots with the clock at 2001 (no RTC), the agent warns about the clock, polls the
+      registry, records the desired revision, says Podman's socket is missing; then the state disk is mounted read-only and the agent must refuse with
       exit code 7 and one clear line.
   boot_test.py powercut --arch x86_64 --binary B --registry 127.0.0.1:PORT --cuts N
       N cycles of: boot, the host publishes a new revision every 150 ms and the agent records
@@ -56,7 +56,7 @@ def log(msg):
 class Guest:
     """One QEMU run; the console is collected line by line with arrival times."""
 
-    def __init__(self, arch, image_dir, disk, cmdline):
+    def __init__(self, arch, image_dir, disk, cmdline, rtc=None):
         if arch == "x86_64":
             cmd = ["qemu-system-x86_64", "-M", "q35", "-cpu", "max"]
             console = "ttyS0"
@@ -72,6 +72,8 @@ class Guest:
             "-drive", f"file={disk},if=none,id=d0,format=raw,cache=writeback",
             "-device", "virtio-blk-pci,drive=d0",
         ]
+        if rtc:
+            cmd += ["-rtc", f"base={rtc}"]
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
@@ -197,7 +199,9 @@ def smoke(args, work, image):
     digest = pub.publish(1)
     disk = os.path.join(work, f"disk-{args.arch}.img")
     make_disk(disk)
-    g = Guest(args.arch, image, disk, cmdline(args, "smoke", repo))
+    # The clock of a device without RTC: far in the past. Polling must still work (plain HTTP
+    # here) and the agent must say what the clock means for TLS.
+    g = Guest(args.arch, image, disk, cmdline(args, "smoke", repo), rtc="2001-01-01T00:00:00")
     done = g.wait_for(r"MARGO-DONE|MARGO-FAIL|Kernel panic", args.timeout)
     g.finish(10)
     text = g.text()
@@ -213,6 +217,8 @@ def smoke(args, work, image):
         problems.append(f"state records desired {got!r}, published {digest}")
     if not re.search(r"Podman.*(socket|/run/podman/podman\.sock)", text):
         problems.append("no journal line says Podman's socket is missing")
+    if not re.search(r"system clock reads 2001-01-01 .*certificate not valid yet", text):
+        problems.append("no warning about the clock far in the past (RTC at 2001-01-01)")
     # The state disk read-only: exit 7 and one line naming the directory.
     g2 = Guest(args.arch, image, disk, cmdline(args, "ro", repo))
     g2.wait_for(r"MARGO-DONE|MARGO-FAIL|Kernel panic", args.timeout)
@@ -229,6 +235,7 @@ def smoke(args, work, image):
         "boot_to_agent_start_s": round(started[0], 2) if started else None,
         "boot_to_first_record_s": round(recorded[0], 2) if recorded else None,
         "podman_missing_reported": not any("Podman" in p for p in problems),
+        "clock_warning": not any("clock" in p for p in problems),
         "read_only_state_exit": ro_exit[1].split("rc=")[1] if ro_exit else None,
     }
     return problems, figures, text + "\n----- read-only boot -----\n" + ro_text
