@@ -8,12 +8,18 @@ for i in $(seq 1 180); do st=$(prop ActiveState); [ "$st" = active ] && break; s
 say "ready active=$st type=$(prop Type) uptime=$(cut -d' ' -f1 /proc/uptime)"
 say "status1=$(prop StatusText)"
 phase=
-for i in $(seq 1 400); do
+t0=$(cut -d. -f1 /proc/uptime)
+while [ $(( $(cut -d. -f1 /proc/uptime) - t0 )) -lt ${MARGO_SD_CONVERGE_S:-420} ]; do
   phase=$(margo-agent status --json 2>/dev/null | sed -n 's/.*"phase": "\([A-Za-z]*\)".*/\1/p' | head -1)
   [ "$phase" = Installed ] || [ "$phase" = Failed ] && break
-  sleep 1
+  say "progress uptime=$(cut -d' ' -f1 /proc/uptime) phase=$phase status=$(prop StatusText) podman=$(systemctl is-active podman.service) images=$(podman images -q 2>/dev/null | wc -l)"
+  sleep 15
 done
 say "phase=$phase uptime=$(cut -d' ' -f1 /proc/uptime)"
+if [ "$phase" != Installed ]; then
+  journalctl -u margo-agent -u podman.service --no-pager -n 40 -o cat | cut -c1-300 |
+    sed 's/^/MARGO-SD journal: /' >/dev/console
+fi
 say "containers=$(podman ps --format '{{.Names}}:{{.Status}}' | tr '\n' ' ')"
 say "status2=$(prop StatusText)"
 n=$(journalctl -u margo-agent -o json --no-pager | grep -c '"DEPLOYMENT_ID"')
