@@ -17,7 +17,7 @@
 //! Shape: every source (OCI tag, State Manifest API, directory) hands its bytes here, so all
 //! of them get the same validation. Unknown fields are ignored (a newer WFM may add some);
 //! fields the agent acts on are checked. Parsing is two passes over the documents (split at
-//! their `---`/`...` markers, see [`split_documents`]): the first into untyped values, only to say what each
+//! their `---`/`...` markers, see `split_documents`): the first into untyped values, only to say what each
 //! document *is* (a `DeviceCapabilities` gets "document 2 is a DeviceCapabilities", not a
 //! type error); the second into [`DeploymentDocument`], whose `String` fields keep scalars as
 //! written. Change detection hashes the canonical JSON of the second (see [`document`]).
