@@ -233,6 +233,17 @@ pub fn status_table(state: &State) -> String {
             .map(|v| format!(" (version {v})"))
             .unwrap_or_default()
     ));
+    if let Some(d) = src
+        .desired
+        .as_ref()
+        .filter(|d| src.applied.as_ref() != Some(*d))
+    {
+        let v = src
+            .desired_version
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default();
+        out.push_str(&format!("desired:  {d}{v}, not applied yet\n"));
+    }
     if let (Some(d), Some(e)) = (&src.rejected, &src.rejected_error) {
         out.push_str(&format!("rejected: {d}: {e}\n"));
     }

@@ -112,6 +112,9 @@ pub fn next_poll_delay(interval: Duration, retry_max: Duration, failures: u32) -
 
 /// `run --once`: one reconcile; the exit code tells the outcome.
 pub fn run_once(mut config: Config) -> u8 {
+    if let Err(code) = crate::service::preflight(&config) {
+        return code;
+    }
     let mut wfm = match crate::wfm::Wfm::start(&mut config) {
         Ok(w) => w,
         Err(e) => {
@@ -143,6 +146,9 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
             return exit::CONFIG;
         }
     };
+    if let Err(code) = crate::service::preflight(&config) {
+        return code;
+    }
     let mut wfm = match crate::wfm::Wfm::start(&mut config) {
         Ok(w) => w,
         Err(e) => {
@@ -161,7 +167,7 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
             return exit::CONFIG;
         }
     };
-    let watchdog = journal::watchdog_interval().map(|w| w / 2);
+    let watchdog = journal::watchdog_arm();
     journal::notify("READY=1\nSTATUS=started, polling desired state");
     let mut failures: u32 = 0;
     let mut next_poll = Instant::now();
@@ -206,7 +212,7 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
         if let Some(w) = watchdog
             && now >= next_ping
         {
-            journal::notify("WATCHDOG=1");
+            journal::watchdog_ping();
             next_ping = now + w;
         }
         if now >= next_observe {
@@ -225,6 +231,7 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
             agent.persist();
         }
         if now >= next_poll {
+            journal::status("polling the desired state and converging");
             let started = Instant::now();
             let outcome = agent.reconcile();
             let label = crate::telemetry::outcome_label(&outcome);
@@ -235,16 +242,16 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
                 }
                 _ => 0,
             };
-            journal::notify(&format!("STATUS={}", outcome.summary()));
             if let (Some(w), Outcome::Converged { .. } | Outcome::ApplyFailed { .. }) =
                 (wfm.as_mut(), &outcome)
             {
                 w.nudge();
             }
             let ds = &agent.config().desired_state;
-            next_poll = Instant::now()
-                + next_poll_delay(ds.poll_interval, ds.retry_max, failures)
-                + jitter(ds.poll_jitter);
+            let delay =
+                next_poll_delay(ds.poll_interval, ds.retry_max, failures) + jitter(ds.poll_jitter);
+            journal::status(&crate::service::status_line(&outcome, delay));
+            next_poll = Instant::now() + delay;
         }
         if let Some(t) = telemetry.as_mut()
             && Instant::now() >= t.due()

@@ -14,8 +14,8 @@
 use std::io::{IsTerminal, Write};
 use std::os::unix::net::UnixDatagram;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// journald's native protocol socket.
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -219,6 +219,69 @@ pub fn notify(state: &str) -> bool {
         sock.send_to(state.as_bytes(), &path).is_ok()
     }
 }
+
+/// Watchdog keep-alive period in milliseconds (half of `WATCHDOG_USEC`); 0 = no watchdog.
+static WATCHDOG_PERIOD_MS: AtomicU64 = AtomicU64::new(0);
+/// When the last `WATCHDOG=1` went out, in milliseconds since [`MONO_START`].
+static WATCHDOG_LAST_MS: AtomicU64 = AtomicU64::new(0);
+static MONO_START: OnceLock<Instant> = OnceLock::new();
+
+fn mono_ms() -> u64 {
+    let start = MONO_START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Arms the watchdog keep-alive from `WATCHDOG_USEC` (pings every half interval) and sends
+/// the first ping. Called once by the daemon when its loop starts; returns the period.
+pub fn watchdog_arm() -> Option<Duration> {
+    let period = watchdog_interval()? / 2;
+    let ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
+    WATCHDOG_PERIOD_MS.store(ms, Ordering::Relaxed);
+    watchdog_ping();
+    Some(period)
+}
+
+/// Sends `WATCHDOG=1` now (the daemon loop, once per healthy turn that is due).
+pub fn watchdog_ping() {
+    if WATCHDOG_PERIOD_MS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    WATCHDOG_LAST_MS.store(mono_ms(), Ordering::Relaxed);
+    notify("WATCHDOG=1");
+}
+
+/// The cheap hook long operations call while they make progress (an image pull reading its
+/// progress stream, a health wait between probes, a blob download between chunks): pings
+/// the watchdog when half its interval has passed since the last ping, else does nothing.
+/// Only code that is advancing towards a deadline calls it, so a loop that hangs stops
+/// pinging and systemd restarts the agent.
+pub fn keep_alive() {
+    let period = WATCHDOG_PERIOD_MS.load(Ordering::Relaxed);
+    if period == 0 {
+        return;
+    }
+    let now = mono_ms();
+    if now.saturating_sub(WATCHDOG_LAST_MS.load(Ordering::Relaxed)) >= period {
+        watchdog_ping();
+    }
+}
+
+/// Sends a `STATUS=` line (what `systemctl status` shows), kept to one short line.
+pub fn status(text: &str) {
+    let mut line: String = text.replace('\n', " ");
+    if line.len() > STATUS_MAX_BYTES {
+        let mut end = STATUS_MAX_BYTES;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    notify(&format!("STATUS={line}"));
+}
+
+/// Longest `STATUS=` text; `systemctl status` shows one line.
+pub const STATUS_MAX_BYTES: usize = 200;
 
 /// The watchdog interval systemd expects pings within (`WATCHDOG_USEC`), when it is meant for
 /// this process (`WATCHDOG_PID` absent or ours).

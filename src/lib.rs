@@ -32,6 +32,7 @@ pub mod package;
 pub mod podman;
 pub mod publish;
 pub mod reconcile;
+pub mod service;
 pub mod source;
 pub mod state;
 pub mod telemetry;

@@ -407,6 +407,11 @@ impl Agent {
                 return self.refuse(failure, Some(revision.digest));
             }
         }
+        self.state.source.desired = Some(revision.digest.clone());
+        self.state.source.desired_version = revision.version;
+        if let Err(e) = self.save() {
+            return Outcome::State(e);
+        }
         if let Err(msg) = self.ensure_podman() {
             return Outcome::PodmanUnavailable(msg);
         }

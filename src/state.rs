@@ -103,6 +103,13 @@ pub struct SourceState {
     /// `org.margo.ApplicationDeployment.version` of the applied revision, if it had one.
     #[serde(default)]
     pub applied_version: Option<u64>,
+    /// The newest valid revision the source offered, recorded before it is applied (so
+    /// `status` shows what the device should run even while Podman is out of reach).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<Digest>,
+    /// `org.margo.ApplicationDeployment.version` of `desired`, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_version: Option<u64>,
     /// A revision that was refused as invalid (not retried until the tag moves on).
     #[serde(default)]
     pub rejected: Option<Digest>,

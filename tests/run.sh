@@ -35,4 +35,6 @@ echo "== cargo test"
 cargo test --all-targets -- --test-threads=2
 echo "== cargo test --features tpm (device key in swtpm)"
 cargo test --features tpm --test e2e_tpm
+echo "== firmware: cross build, Yocto layer checks, QEMU-booted tests (tests/qemu/run.sh)"
+tests/qemu/run.sh "$BED/env"
 echo "== all tests passed in $(( $(date +%s) - T0 )) s"

@@ -444,6 +444,7 @@ fn await_condition(
 
 /// Sleeps until the next due probe, at most [`WAIT_POLL_INTERVAL`], never past `deadline`.
 fn sleep_until(next_probe: Option<Instant>, deadline: Instant) {
+    crate::journal::keep_alive();
     let now = Instant::now();
     let mut until = (now + WAIT_POLL_INTERVAL).min(deadline);
     if let Some(p) = next_probe {

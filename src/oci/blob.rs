@@ -347,6 +347,7 @@ fn stream_to_file(
         };
         out.write_all(&buf[..n])
             .map_err(|e| file_err(at, dest, e))?;
+        crate::journal::keep_alive();
     }
     let (writer, digest, received) = out.finish();
     match expect.size {

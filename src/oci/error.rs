@@ -200,7 +200,16 @@ impl OciError {
 
 /// A TLS failure, with what to check when the server's certificate was not accepted.
 fn tls_reason(r: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
     match r {
+        // A device without RTC boots in 1970: every certificate looks "not valid yet".
+        rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            format!(
+                "TLS failed: the server's certificate is not valid yet by this device's clock \
+                 ({r}); the system clock is probably unset (no RTC, time not synced yet); the \
+                 agent retries with backoff and connects once the clock is set"
+            )
+        }
         rustls::Error::InvalidCertificate(_) => format!(
             "TLS failed: the server's certificate was not accepted ({r}); if the registry uses \
              a private CA, add that CA to tls.extra_ca (or the system bundle, tls.ca_bundle)"
@@ -379,6 +388,13 @@ mod tests {
         assert!(m.contains("TLS failed"), "{m}");
         assert!(m.contains("UnknownIssuer"), "{m}");
         assert!(m.contains("tls.extra_ca"), "{m}");
+        let early = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidYet);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, early);
+        let e = OciError::from_ureq(ureq::Error::Io(io), at());
+        assert!(e.is_transient());
+        let m = e.to_string();
+        assert!(m.contains("not valid yet by this device's clock"), "{m}");
+        assert!(m.contains("clock is set"), "{m}");
         let plain = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         let m = OciError::from_ureq(ureq::Error::Io(plain), at()).to_string();
         assert!(m.contains("network error: reset"), "{m}");

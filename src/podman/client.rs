@@ -801,6 +801,7 @@ fn scan_pull_stream<R: BufRead>(mut reader: R) -> Result<(), String> {
         if n == 0 {
             break;
         }
+        crate::journal::keep_alive();
         if buf.last() != Some(&b'\n') && n == PULL_LINE_MAX_BYTES {
             return Err("a pull progress line exceeds 64 KiB".into());
         }

@@ -14,6 +14,7 @@ PKGS=(
   apache2-utils                        # htpasswd -B
   skopeo                               # copying images between registries/archives (tests, debugging)
   gnupg                                # signing test packages (e2e_packages.rs)
+  faketime                             # a device clock far in the past (tests/service.rs)
   openssl ca-certificates curl         # test CA, readiness probes
   python3 python3-cryptography         # token_server.py, tests/wfm/wfm.py (run with /usr/bin/python3)
   libtss2-dev swtpm pkg-config         # feature `tpm`: tpm2-tss to link, a software TPM to test against

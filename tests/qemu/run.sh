@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Firmware-integration tests run by tests/run.sh (CI), against the test bed's plain registry:
+#
+#   1. tests/firmware/check.py: Yocto layer, recipe, crate list vs Cargo.lock, kas, boards
+#   2. aarch64: cross/build.sh aarch64 (release, stripped, static) once; `--version` and
+#      `check-config` under qemu-aarch64-static; QEMU boot: smoke + read-only state disk;
+#      power cuts ($MARGO_QEMU_CUTS, default 20)
+#   3. x86_64: a static musl build (debug profile unless MARGO_QEMU_X86_RELEASE=1, to keep CI
+#      short); QEMU boot: smoke + read-only state disk
+#
+#   tests/qemu/run.sh BED_ENV_FILE
+#
+# Figures (JSON lines) go to $CARGO_TARGET_DIR/qemu/figures.jsonl; console logs beside them.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ENV_FILE=$1
+T0=$(date +%s)
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+OUT=$TARGET_DIR/qemu
+rm -rf "$OUT"; mkdir -p "$OUT"
+REG=$(sed -n 's/^MARGO_TB_REG_PLAIN=//p' "$ENV_FILE" | tr -d '"')
+[ -n "$REG" ] || { echo "tests/qemu/run.sh: no MARGO_TB_REG_PLAIN in $ENV_FILE" >&2; exit 1; }
+HOST_BIN=$TARGET_DIR/debug/margo-agent
+
+tests/bed/install.sh python3-yaml qemu-user-static cpio e2fsprogs file >&2
+echo "== firmware files (layer, recipe, crates, kas, boards)"
+python3 tests/firmware/check.py --binary "$HOST_BIN"
+
+echo "== cross build aarch64 (release, static, stripped)"
+cross/build.sh aarch64
+A64=$TARGET_DIR/aarch64-unknown-linux-musl/release/margo-agent
+qemu-aarch64-static "$A64" --version
+qemu-aarch64-static "$A64" --config board/qemu-arm64/config.yaml check-config >/dev/null
+echo "qemu-aarch64-static: --version and check-config ok"
+
+echo "== QEMU aarch64: boot, poll, record, no Podman; read-only state disk"
+python3 tests/qemu/boot_test.py smoke --arch aarch64 --binary "$A64" --publisher "$HOST_BIN" \
+  --registry "$REG" --work "$OUT/a64-smoke" --json "$OUT/figures.jsonl"
+echo "== QEMU aarch64: ${MARGO_QEMU_CUTS:-20} power cuts"
+python3 tests/qemu/boot_test.py powercut --arch aarch64 --binary "$A64" --publisher "$HOST_BIN" \
+  --registry "$REG" --cuts "${MARGO_QEMU_CUTS:-20}" --work "$OUT/a64-cut" --json "$OUT/figures.jsonl"
+
+echo "== x86_64 musl build"
+if [ "${MARGO_QEMU_X86_RELEASE:-0}" = 1 ]; then
+  cross/build.sh x86_64
+  X86=$TARGET_DIR/x86_64-unknown-linux-musl/release/margo-agent
+else
+  rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true
+  tests/bed/install.sh musl-tools >&2
+  cargo build -q --locked --target x86_64-unknown-linux-musl --bin margo-agent
+  X86=$TARGET_DIR/x86_64-unknown-linux-musl/debug/margo-agent
+fi
+echo "== QEMU x86_64: boot, poll, record, no Podman; read-only state disk"
+python3 tests/qemu/boot_test.py smoke --arch x86_64 --binary "$X86" --publisher "$HOST_BIN" \
+  --registry "$REG" --work "$OUT/x86-smoke" --json "$OUT/figures.jsonl"
+echo "== firmware tests passed in $(( $(date +%s) - T0 )) s"
