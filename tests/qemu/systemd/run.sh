@@ -39,13 +39,16 @@ echo "== rootfs" >&2
 R=$WORK/root
 rm -rf "$R"; cp -a "$CACHE/debroot" "$R"
 mkdir -p "$R/lib/modules"; cp -a "$KDIR" "$R/lib/modules/"
+# dpkg -x leaves no modules.dep/alias: without them udev and Podman (overlay) cannot load modules.
+chroot "$R" /sbin/depmod "$(basename "$KDIR")"
 install -m 0755 "$BIN" "$R/usr/bin/margo-agent"
 install -m 0644 "$REPO/examples/systemd/margo-agent.service" "$R/etc/systemd/system/"
 mkdir -p "$R/etc/systemd/system/margo-agent.service.d"
 cat >"$R/etc/systemd/system/margo-agent.service.d/test.conf" <<CONF
-# Test timings: a short watchdog, a short abort, quick restarts.
+# Test timings: a short watchdog (still above podman.call_timeout, 60 s: one blocking Podman
+# call cannot ping), a short abort, quick restarts.
 [Service]
-WatchdogSec=15s
+WatchdogSec=75s
 TimeoutAbortSec=5s
 RestartSec=2s
 CONF
