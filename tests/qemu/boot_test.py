@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """QEMU-booted tests of margo-agent (TCG; KVM hangs on these machines).
 
-Boots the static musl binary in a busybox initramfs (tests/qemu/image.sh) with a persistent
+Boots the static musl binary in a busybox initramfs (tests/qemu/image.sh), with the QEMU
+settings of the board profiles board/qemu-x86_64 and board/qemu-arm64, and a persistent
 virtio disk for the state file; the guest reaches the host's test registry through user-mode
 networking (10.0.2.2).
 
@@ -49,6 +50,14 @@ spec:
 """
 
 
+def board_qemu(arch):
+    """The QEMU launch settings of the board profile (board/qemu-*/board.yaml)."""
+    import yaml
+    name = {"x86_64": "qemu-x86_64", "aarch64": "qemu-arm64"}[arch]
+    with open(os.path.join(REPO, "board", name, "board.yaml")) as f:
+        return yaml.safe_load(f)["qemu"]
+
+
 def log(msg):
     print(f"[qemu] {msg}", file=sys.stderr, flush=True)
 
@@ -57,14 +66,12 @@ class Guest:
     """One QEMU run; the console is collected line by line with arrival times."""
 
     def __init__(self, arch, image_dir, disk, cmdline, rtc=None):
-        if arch == "x86_64":
-            cmd = ["qemu-system-x86_64", "-M", "q35", "-cpu", "max"]
-            console = "ttyS0"
-        else:
-            cmd = ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57"]
-            console = "ttyAMA0"
+        q = board_qemu(arch)
+        console = q["console"]
+        cmd = [q["system"], "-M", q["machine"], "-cpu", q["cpu"]]
         cmd += [
-            "-accel", "tcg", "-m", "256", "-smp", "1", "-nographic", "-no-reboot",
+            "-accel", q["accel"], "-m", str(q["memory_mb"]), "-smp", str(q.get("smp", 1)),
+            "-nographic", "-no-reboot",
             "-kernel", os.path.join(image_dir, "vmlinuz"),
             "-initrd", os.path.join(image_dir, "initrd.gz"),
             "-append", f"console={console} quiet panic=-1 {cmdline}",

@@ -31,7 +31,7 @@ pid=$(prop MainPID)
 kill -STOP "$pid"
 say "hung pid=$pid"
 n=0; np=$pid
-for i in $(seq 1 120); do
+for i in $(seq 1 200); do
   n=$(prop NRestarts); np=$(prop MainPID)
   [ "$n" -ge 1 ] && [ "$np" != "$pid" ] && [ "$np" != 0 ] && [ "$(prop ActiveState)" = active ] && break
   sleep 1
