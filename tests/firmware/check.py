@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import os
 import re
+import json
 import subprocess
 import sys
 
@@ -180,6 +181,37 @@ def check_kas(boards):
         fail(f"kas: target {main.get('target')} has no recipe in this layer")
 
 
+def check_board_capabilities(where, cfg, caps, binary):
+    """The board's config carries board.yaml's capabilities, and the agent reports them."""
+    try:
+        want = ((yaml.safe_load(read(cfg)) or {}).get("wfm") or {}).get("capabilities") or {}
+    except yaml.YAMLError as e:
+        fail(f"{where}/config.yaml: {e}")
+        return
+    expected = sorted((p.get("type"), p.get("name")) for p in caps.get("peripherals") or [])
+    configured = sorted((p.get("type"), p.get("model")) for p in want.get("peripherals") or [])
+    if (want.get("vendor"), want.get("model")) != (caps.get("vendor"), caps.get("model")):
+        fail(f"{where}/config.yaml: wfm.capabilities vendor/model differ from board.yaml")
+    if configured != expected:
+        fail(f"{where}/config.yaml: wfm.capabilities.peripherals differ from board.yaml's")
+    r = subprocess.run([binary, "--config", cfg, "capabilities"], capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(f"{where}: `margo-agent capabilities` failed: {r.stderr.strip()}")
+        return
+    try:
+        props = json.loads(r.stdout)["properties"]
+    except (ValueError, KeyError) as e:
+        fail(f"{where}: `margo-agent capabilities` printed no document: {e}")
+        return
+    if (props.get("vendor"), props.get("modelNumber")) != (caps.get("vendor"), caps.get("model")):
+        fail(f"{where}: capabilities report {props.get('vendor')!r}/{props.get('modelNumber')!r}")
+    reported = {(p.get("type"), p.get("model"))
+                for p in props.get("resources", {}).get("peripherals", [])}
+    missing = [p for p in expected if p not in reported]
+    if missing:
+        fail(f"{where}: capabilities lack the board's peripherals {missing}")
+
+
 def check_boards(binary):
     boards = {}
     bdir = os.path.join(REPO, "board")
@@ -234,6 +266,7 @@ def check_boards(binary):
                                text=True)
             if r.returncode != 0:
                 fail(f"{where}/config.yaml: check-config failed: {r.stderr.strip()}")
+            check_board_capabilities(where, cfg, caps, binary)
     if not boards:
         fail("board/: no boards")
     return boards
