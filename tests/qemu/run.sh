@@ -48,7 +48,9 @@ else
   rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true
   tests/bed/install.sh musl-tools >&2
   cargo build -q --locked --target x86_64-unknown-linux-musl --bin margo-agent
-  X86=$TARGET_DIR/x86_64-unknown-linux-musl/debug/margo-agent
+  # Without debug info: the debug binary (>100 MB) would not unpack in the guest's RAM.
+  strip -o "$OUT/margo-agent-x86_64" "$TARGET_DIR/x86_64-unknown-linux-musl/debug/margo-agent"
+  X86=$OUT/margo-agent-x86_64
 fi
 echo "== QEMU x86_64: boot, poll, record, no Podman; read-only state disk"
 python3 tests/qemu/boot_test.py smoke --arch x86_64 --binary "$X86" --publisher "$HOST_BIN" \
