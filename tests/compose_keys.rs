@@ -80,6 +80,28 @@ fn package(project: &str, yaml: &str, files: &[(&str, &str)]) -> (Cleanup, PathB
     (guard, dir)
 }
 
+/// Creates an `external` network or volume (`kind`) outside the project; the guard removes it.
+fn create_external(guard: &mut Cleanup, kind: &str, name: &str) {
+    guard
+        .extra
+        .push([kind, "rm", "-f", name].map(String::from).to_vec());
+    let out = Bed::get().podman(&[kind, "create", name]);
+    assert!(
+        out.status.success(),
+        "{kind} create {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Replaces the package's `compose.yaml` (`$IMAGE` replaced as by [`package`]).
+fn rewrite(dir: &Path, yaml: &str) {
+    std::fs::write(
+        dir.join("compose.yaml"),
+        yaml.replace("$IMAGE", Bed::get().image()),
+    )
+    .unwrap();
+}
+
 fn load(project: &str, dir: &Path) -> Project {
     let no_vars = |_: &str| None;
     let opts = LoadOptions {
@@ -284,18 +306,7 @@ configs:
             ("settings.ini", "[a]\nb=1\n"),
         ],
     );
-    let bed = Bed::get();
-    guard.extra.push(
-        ["volume", "rm", "-f", "mkeys-storage-external"]
-            .map(String::from)
-            .to_vec(),
-    );
-    let out = bed.podman(&["volume", "create", "mkeys-storage-external"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create_external(&mut guard, "volume", "mkeys-storage-external");
     let (_p, mut podman) = converge(project, &dir, None);
     let name = "mkeys-storage-app-1";
     let c = inspect(&mut podman, name);
@@ -353,7 +364,7 @@ configs:
     assert_eq!(exec(name, "cat /run/secrets/token"), "s3cret");
     assert_eq!(mount("/etc/app/settings.ini")["RW"], json!(false));
     assert_eq!(exec(name, "cat /etc/app/settings.ini"), "[a]\nb=1");
-    let out = bed.podman(&["exec", name, "sh", "-c", "echo x > /run/secrets/token"]);
+    let out = Bed::get().podman(&["exec", name, "sh", "-c", "echo x > /run/secrets/token"]);
     assert!(!out.status.success(), "a secret must be read-only");
 }
 
@@ -401,18 +412,8 @@ networks:
 "
     );
     let (mut guard, dir) = package(project, &yaml, &[]);
+    create_external(&mut guard, "network", "mkeys-net-external");
     let bed = Bed::get();
-    guard.extra.push(
-        ["network", "rm", "-f", "mkeys-net-external"]
-            .map(String::from)
-            .to_vec(),
-    );
-    let out = bed.podman(&["network", "create", "mkeys-net-external"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let (_p, mut podman) = converge(project, &dir, None);
     let c = inspect(&mut podman, "mkeys-net-app-1");
     let nets = &c["NetworkSettings"]["Networks"];
@@ -762,11 +763,7 @@ services:
     let web = id(&mut podman, "mkeys-replicas-web-1");
     let first = id(&mut podman, "mkeys-replicas-worker-1");
 
-    std::fs::write(
-        dir.join("compose.yaml"),
-        yaml(1).replace("$IMAGE", Bed::get().image()),
-    )
-    .unwrap();
+    rewrite(&dir, &yaml(1));
     let (_p, mut podman) = converge(project, &dir, Some(Duration::from_secs(60)));
     let names: Vec<String> = Bed::get()
         .containers("com.docker.compose.project", project)
@@ -785,11 +782,7 @@ services:
         "web untouched"
     );
 
-    std::fs::write(
-        dir.join("compose.yaml"),
-        yaml(2).replace("$IMAGE", Bed::get().image()),
-    )
-    .unwrap();
+    rewrite(&dir, &yaml(2));
     let (p, mut podman) = converge(project, &dir, Some(Duration::from_secs(60)));
     assert_eq!(
         id(&mut podman, "mkeys-replicas-worker-1"),
