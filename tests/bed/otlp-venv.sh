@@ -11,26 +11,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PINS=(opentelemetry-proto==1.45.2)
 VENV=${MARGO_TB_OTLP_VENV:-$HERE/venv-otlp}
-PY=/usr/bin/python3
-
-installed() {
-  "$VENV/bin/python" -c 'import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2, google.protobuf.json_format' 2>/dev/null
-}
-if ! installed; then
-  mkdir -p "$(dirname "$VENV")"
-  exec 9>"$VENV.lock"
-  flock -w 300 9 || { echo "otlp-venv.sh: timed out waiting for $VENV.lock" >&2; exit 1; }
-  if ! installed; then
-    [ -x "$PY" ] || PY=$(command -v python3)
-    if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
-      "$HERE/install.sh" python3-venv
-    fi
-    echo "otlp-venv.sh: installing ${PINS[*]} into $VENV" >&2
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "${PINS[@]}" >&2
-    installed || { echo "otlp-venv.sh: ${PINS[*]} did not install into $VENV" >&2; exit 1; }
-  fi
-  exec 9>&-
-fi
+"$HERE/venv.sh" "$VENV" \
+  '"$VENV/bin/python" -c "import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2, google.protobuf.json_format"' \
+  "${PINS[@]}"
 echo "$VENV/bin/python"

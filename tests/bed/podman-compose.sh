@@ -15,7 +15,6 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PIN=podman-compose==1.6.0
 VENV=${MARGO_TB_PC_VENV:-$HERE/venv}
-PY=/usr/bin/python3
 
 if [ "${1:-}" = --bed ]; then
   export MARGO_TB_DIR=$2
@@ -27,25 +26,10 @@ if [ "${1:-}" = --install ]; then
   shift
 fi
 
-installed() { "$VENV/bin/pip" show -q podman-compose 2>/dev/null && "$VENV/bin/podman-compose" version >/dev/null 2>&1 &&
-  [ "$("$VENV/bin/pip" show podman-compose 2>/dev/null | sed -n 's/^Version: //p')" = "${PIN#*==}" ]; }
-if ! installed; then
-  mkdir -p "$(dirname "$VENV")"
-  exec 9>"$VENV.lock"
-  flock -w 300 9 || { echo "podman-compose.sh: timed out waiting for $VENV.lock" >&2; exit 1; }
-  if ! installed; then
-    [ -x "$PY" ] || PY=$(command -v python3)
-    if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
-      "$HERE/install.sh" python3-venv
-    fi
-    echo "podman-compose.sh: installing $PIN into $VENV" >&2
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "$PIN" >&2
-    installed || { echo "podman-compose.sh: $PIN did not install into $VENV" >&2; exit 1; }
-  fi
-  exec 9>&-
-fi
+# Complete when the pinned version is installed and runs.
+"$HERE/venv.sh" "$VENV" \
+  '[ "$("$VENV/bin/pip" show podman-compose | sed -n "s/^Version: //p")" = '"${PIN#*==}"' ] && "$VENV/bin/podman-compose" version >/dev/null' \
+  "$PIN"
 [ $INSTALL_ONLY = 1 ] && exit 0
 
 : "${MARGO_TB_DIR:?set MARGO_TB_DIR to the bed directory (or pass --bed DIR)}"
