@@ -12,8 +12,6 @@ use ureq::tls::{ClientCert, PemItem, RootCerts, TlsConfig};
 /// Bytes of a collector's answer that are read; the rest is ignored (an OTLP response is a
 /// few bytes; an HTML error page or a hostile body must not cost memory).
 pub const RESPONSE_MAX_BYTES: u64 = 64 * 1024;
-/// Longest `Retry-After` honoured; a larger value is taken as this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// How an export ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,7 +151,7 @@ impl Exporter {
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            .and_then(|v| crate::http::parse_retry_after(v, SystemTime::now()));
         let content_type = resp
             .headers()
             .get("content-type")
@@ -269,76 +267,10 @@ fn partial_success(body: &[u8], content_type: &str) -> Option<(i64, String)> {
         .then_some((p.rejected_data_points, p.error_message))
 }
 
-/// `Retry-After`: delay-seconds or an HTTP-date (IMF-fixdate), as a delay from `now`,
-/// capped at [`MAX_RETRY_AFTER`]. `None` when unparsable.
-pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
-    }
-    let at = parse_http_date(v)?;
-    let now = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(at.saturating_sub(now)).min(MAX_RETRY_AFTER))
-}
-
-/// `Sun, 06 Nov 1994 08:49:37 GMT` → Unix seconds.
-fn parse_http_date(v: &str) -> Option<u64> {
-    let (_, rest) = v.split_once(", ")?;
-    let p: Vec<&str> = rest.split_whitespace().collect();
-    if p.len() != 5 || p[4] != "GMT" {
-        return None;
-    }
-    let day: u64 = p[0].parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == p[1])? as u64
-        + 1;
-    let year: u64 = p[2].parse().ok()?;
-    let t: Vec<u64> = p[3]
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    if t.len() != 3 || !(1..=31).contains(&day) || year < 1970 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm), March-based year.
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2])
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_takes_seconds_and_http_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
-            Some(Duration::ZERO),
-            "a date in the past means now"
-        );
-        assert_eq!(parse_retry_after("99999999", now), Some(MAX_RETRY_AFTER));
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-3", now), None);
-    }
 
     #[test]
     fn partial_success_is_read_from_protobuf_and_json() {

@@ -118,8 +118,7 @@ pub fn call(
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| crate::http::parse_retry_after(v, std::time::SystemTime::now()));
     let body = resp
         .body_mut()
         .with_config()
@@ -269,7 +268,9 @@ pub fn fetch_token(
             retry_after: None,
         });
     };
-    let lifetime = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(300));
+    // An absurd lifetime from the token endpoint (years) is bounded to a day, so the
+    // refresh time below never overflows.
+    let lifetime = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(300).clamp(1, 86_400));
     // Refresh a little before it expires: a quarter of its life, at most a minute.
     let margin = (lifetime / 4).min(Duration::from_secs(60));
     Ok(Token {

@@ -149,6 +149,9 @@ pub struct Wfm {
     /// The reason of the current outage, logged once.
     outage: Option<String>,
     held: bool,
+    /// The onboarding result on disk is unreadable: re-onboarding is explicit, so the job
+    /// waits for `margo-agent onboard --force` rather than onboarding on its own.
+    onboarding_unreadable: bool,
 }
 
 impl Wfm {
@@ -156,6 +159,13 @@ impl Wfm {
     /// onboarding result or onboards now (first start), and applies the desired-state
     /// location the WFM handed out when the config names none. `Ok(None)`: registry-only.
     pub fn start(config: &mut Config) -> Result<Option<Wfm>, String> {
+        Self::start_with(config, false)
+    }
+
+    /// `start`, or with `explicit` (`margo-agent onboard --force`): onboard now, whatever
+    /// is recorded and whatever the schedule says. The previous result stays in place until
+    /// the new one is written.
+    fn start_with(config: &mut Config, explicit: bool) -> Result<Option<Wfm>, String> {
         if !config.wfm.enabled() {
             return Ok(None);
         }
@@ -197,8 +207,14 @@ impl Wfm {
             next_capabilities: Instant::now(),
             outage: None,
             held: false,
+            onboarding_unreadable: false,
         };
-        match Onboarded::load(&config.wfm, &wfm.device_roots) {
+        let loaded = if explicit {
+            Ok(None)
+        } else {
+            Onboarded::load(&config.wfm, &wfm.device_roots)
+        };
+        match loaded {
             Ok(Some(o)) => {
                 if o.record.url != config.wfm.url {
                     journal::warn(
@@ -209,14 +225,32 @@ impl Wfm {
                         &[],
                     );
                 }
+                if o.record.device_id != wfm.device_id {
+                    journal::warn(
+                        &format!(
+                            "the device id is now {:?} but the device was onboarded as {:?}; the WFM may refuse its reports until `margo-agent onboard --force`",
+                            wfm.device_id, o.record.device_id
+                        ),
+                        &[],
+                    );
+                }
                 wfm.onboarded = Some(o);
             }
             Ok(None) => {
-                if wfm.schedule.hold(now_unix()).is_none() {
+                if explicit || wfm.schedule.hold(now_unix()).is_none() {
                     wfm.try_onboard();
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Convergence never waits for the WFM: the agent runs, reports stay queued.
+                journal::error(
+                    &format!(
+                        "{e}; status reports stay queued and the WFM is not contacted until then; workloads still converge"
+                    ),
+                    &[("ERROR_CODE", "ERR_WFM_REFUSED")],
+                );
+                wfm.onboarding_unreadable = true;
+            }
         }
         if let Some(o) = &wfm.onboarded {
             o.apply_desired_state(config);
@@ -283,7 +317,12 @@ impl Wfm {
         self.failures = self.failures.saturating_add(1);
         let backoff = backoff(self.cfg.retry_min, self.cfg.retry_max, self.failures);
         // Half fixed, half random: a fleet coming back does not retry in step.
-        let delay = retry_after.unwrap_or(backoff / 2 + crate::daemon::jitter(backoff / 2));
+        // Retry-After is honoured (the parser caps it at an hour), but never below retry_min:
+        // 0 would hammer the WFM.
+        let delay = retry_after.map_or_else(
+            || backoff / 2 + crate::daemon::jitter(backoff / 2),
+            |d| d.max(self.cfg.retry_min),
+        );
         self.next_due = Instant::now() + delay;
         let line = format!(
             "{msg}; reports stay queued, next try in {}",
@@ -400,8 +439,14 @@ impl Wfm {
             return changed;
         }
         self.held = false;
-        if self.onboarded.is_none() && !self.try_onboard() {
-            return changed;
+        if self.onboarded.is_none() {
+            if self.onboarding_unreadable {
+                self.next_due = now + self.cfg.retry_max;
+                return changed;
+            }
+            if !self.try_onboard() {
+                return changed;
+            }
         }
         if now >= self.next_capabilities {
             match self.send_capabilities(state) {
@@ -577,20 +622,14 @@ pub fn onboard_command(mut config: Config, force: bool) -> u8 {
         return exit::CONFIG;
     }
     let record = config.wfm.data_dir.join(onboard::RECORD_FILE);
-    if record.exists() {
-        if !force {
-            println!(
-                "already onboarded ({}); `margo-agent onboard --force` onboards again",
-                record.display()
-            );
-            return exit::OK;
-        }
-        if let Err(e) = std::fs::remove_file(&record) {
-            journal::error(&format!("cannot remove {}: {e}", record.display()), &[]);
-            return exit::STATE;
-        }
+    if record.exists() && !force {
+        println!(
+            "already onboarded ({}); `margo-agent onboard --force` onboards again",
+            record.display()
+        );
+        return exit::OK;
     }
-    match Wfm::start(&mut config) {
+    match Wfm::start_with(&mut config, force) {
         Ok(Some(w)) if w.is_onboarded() => {
             println!(
                 "onboarded at {} (device key {})",
@@ -599,7 +638,21 @@ pub fn onboard_command(mut config: Config, force: bool) -> u8 {
             );
             exit::OK
         }
-        Ok(_) => exit::SOURCE_UNREACHABLE,
+        Ok(_) => {
+            journal::error(
+                &format!(
+                    "onboarding at {} did not complete (the line above says why); {}",
+                    config.wfm.url,
+                    if record.exists() {
+                        "the previous onboarding result is kept"
+                    } else {
+                        "the agent onboards at its next start"
+                    }
+                ),
+                &[],
+            );
+            exit::SOURCE_UNREACHABLE
+        }
         Err(e) => {
             journal::error(&e, &[]);
             exit::CONFIG

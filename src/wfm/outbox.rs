@@ -169,9 +169,7 @@ pub fn entries(w: &mut WfmState) -> (Vec<Entry>, Vec<String>) {
                 true
             }
             Err(err) => {
-                let mut text = v.to_string();
-                text.truncate(200);
-                bad.push(format!("{err} in {text}"));
+                bad.push(format!("{err} in {}", super::cut(&v.to_string(), 200)));
                 false
             }
         });
