@@ -137,7 +137,7 @@ pub struct Registry {
 }
 
 /// Trust store.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tls {
     /// The system CA bundle; ignored when the file does not exist.

@@ -167,6 +167,7 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
             return exit::CONFIG;
         }
     };
+    let mut telemetry_built = telemetry_setup(&agent);
     let watchdog = journal::watchdog_arm();
     journal::notify("READY=1\nSTATUS=started, polling desired state");
     let mut failures: u32 = 0;
@@ -190,10 +191,18 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
                     }
                     journal::notice(&format!("reloaded config {}", config_path.display()), &[]);
                     agent.reload(c);
-                    match start_telemetry(&agent) {
-                        Ok(t) => telemetry = t,
-                        Err(e) => {
-                            journal::error(&format!("{e}; the running metrics export is kept"), &[])
+                    // Rebuilt only when its settings changed: a reload that leaves them alone
+                    // keeps the export's schedule and backoff.
+                    if telemetry_setup(&agent) != telemetry_built {
+                        match start_telemetry(&agent) {
+                            Ok(t) => {
+                                telemetry = t;
+                                telemetry_built = telemetry_setup(&agent);
+                            }
+                            Err(e) => journal::error(
+                                &format!("{e}; the running metrics export is kept"),
+                                &[],
+                            ),
                         }
                     }
                     next_poll = Instant::now();
@@ -270,6 +279,16 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
         }
         signals.sleep(wake_at.saturating_duration_since(Instant::now()));
     }
+}
+
+/// What the telemetry export is built from (settings, TLS, device id).
+fn telemetry_setup(agent: &Agent) -> (crate::telemetry::Settings, crate::config::Tls, String) {
+    let c = agent.config();
+    (
+        agent.telemetry_settings().clone(),
+        c.tls.clone(),
+        c.device_id(),
+    )
 }
 
 /// The telemetry export job for the agent's settings (`None`: export is off); the error

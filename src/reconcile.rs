@@ -921,9 +921,10 @@ impl Agent {
         }
     }
 
-    /// What a telemetry export reads (Podman is connected if it can be).
+    /// What a telemetry export reads. It does not connect to Podman itself (the
+    /// observation tick and the poll do): an export never adds a connection attempt to the
+    /// loop, and without a connection it sends the agent's metrics only.
     pub fn telemetry_view(&mut self) -> crate::telemetry::View<'_> {
-        let _ = self.ensure_podman();
         crate::telemetry::View {
             metrics: &self.metrics,
             state: &self.state,

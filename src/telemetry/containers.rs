@@ -24,7 +24,18 @@ pub fn collect(podman: &mut Podman, device_id: &str) -> Result<Vec<Observed>, Po
         .filter(|c| c.state == "running")
         .map(|c| c.id.as_str())
         .collect();
-    let mut stats = podman.container_stats(&running)?;
+    let mut stats = match podman.container_stats(&running) {
+        Ok(s) => s,
+        // Podman fails the whole named report when one container stopped between the list
+        // and this call (a crash-looping workload): ask per container, so the others still
+        // report. Rare, so the extra calls do not matter.
+        Err(e) if !e.is_unavailable() && running.len() > 1 => running
+            .iter()
+            .filter_map(|id| podman.container_stats(&[id]).ok())
+            .flatten()
+            .collect(),
+        Err(e) => return Err(e),
+    };
     Ok(list
         .into_iter()
         .map(|summary| {

@@ -400,10 +400,10 @@ impl Telemetry {
                 self.counts.failed += 1;
                 self.failed_since += 1;
                 self.failures = self.failures.saturating_add(1);
-                let delay = match after {
-                    Some(d) => *d,
-                    None => backoff(self.failures, interval),
-                };
+                // A Retry-After of 0 (or a date the device clock has passed) must not turn the
+                // export into a tight loop: never sooner than the backoff.
+                let floor = backoff(self.failures, interval);
+                let delay = after.map_or(floor, |d| d.max(floor));
                 self.next = now + delay;
                 self.report(format!(
                     "metrics export failed: {reason}; retrying in {:.1} s (nothing is queued: the next export carries the cumulative values)",
