@@ -266,6 +266,17 @@ pub fn keep_alive() {
     }
 }
 
+/// A reader that feeds the watchdog (see [`keep_alive`]) on every read: long copies of
+/// package files, archives and image uploads advance, so they keep the agent alive.
+pub struct KeepAlive<R>(pub R);
+
+impl<R: std::io::Read> std::io::Read for KeepAlive<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        keep_alive();
+        self.0.read(buf)
+    }
+}
+
 /// Sends a `STATUS=` line (what `systemctl status` shows), kept to one short line.
 pub fn status(text: &str) {
     let mut line: String = text.replace('\n', " ");

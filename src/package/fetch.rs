@@ -254,7 +254,7 @@ fn copy_hashing(src: &Path, dest: &Path, cap: u64) -> Result<Digest, String> {
     let out = std::fs::File::create(dest)
         .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
     let mut w = crate::digest::HashingWriter::new(std::io::BufWriter::new(out));
-    let n = std::io::copy(&mut file.take(cap + 1), &mut w)
+    let n = std::io::copy(&mut crate::journal::KeepAlive(file).take(cap + 1), &mut w)
         .map_err(|e| format!("copying {}: {e}", src.display()))?;
     if n > cap {
         return Err(format!(

@@ -13,6 +13,7 @@
 //! fetched from `keyLocation` must have one of those primary fingerprints: otherwise anyone
 //! who can publish a desired state could sign with a key of their own.
 
+use crate::journal::KeepAlive;
 use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
 use pgp::packet::SignatureType;
 use pgp::types::KeyDetails;
@@ -154,6 +155,43 @@ impl PublicKey {
         let bytes = read_capped(path, KEY_MAX_BYTES)
             .map_err(|e| refused(format!("cannot read key {}: {e}", path.display())))?;
         PublicKey::parse(&bytes, &path.display().to_string())
+    }
+}
+
+/// Whether a subkey may have made a signature: its newest binding marks it for signing,
+/// and it is neither revoked nor expired (bindings and revocations were verified with the
+/// key's self-signatures).
+fn may_sign(sub: &pgp::composed::SignedPublicSubKey) -> bool {
+    if sub
+        .signatures
+        .iter()
+        .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation))
+    {
+        return false;
+    }
+    let Some(binding) = sub
+        .signatures
+        .iter()
+        .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
+        .max_by_key(|s| s.created().map(|t| t.as_secs()))
+    else {
+        return false;
+    };
+    if !binding.key_flags().sign() {
+        return false;
+    }
+    match binding
+        .key_expiration_time()
+        .map(|d| u64::from(d.as_secs()))
+    {
+        Some(validity) if validity > 0 => {
+            let end = u64::from(sub.key.created_at().as_secs()) + validity;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            now < end
+        }
+        _ => true,
     }
 }
 
@@ -302,13 +340,13 @@ pub fn verify_detached(
     }
     let open = || {
         File::open(data)
-            .map(|f| BufReader::with_capacity(HASH_BUFFER_BYTES, f))
+            .map(|f| BufReader::with_capacity(HASH_BUFFER_BYTES, KeepAlive(f)))
             .map_err(|e| refused(format!("cannot read {}: {e}", data.display())))
     };
     let mut last_error = None;
     for key in keys {
         let mut outcome = try_key(signature, &key.key.primary_key, &open)?;
-        for sub in &key.key.public_subkeys {
+        for sub in key.key.public_subkeys.iter().filter(|s| may_sign(s)) {
             if outcome.is_some() {
                 break;
             }
@@ -345,7 +383,7 @@ pub fn verify_detached(
 fn try_key<K: pgp::types::VerifyingKey + KeyDetails>(
     signature: &pgp::packet::Signature,
     candidate: &K,
-    open: &dyn Fn() -> Result<BufReader<File>, SignatureError>,
+    open: &dyn Fn() -> Result<BufReader<KeepAlive<File>>, SignatureError>,
 ) -> Result<Option<Result<(), String>>, SignatureError> {
     let fingerprint = candidate.fingerprint();
     let key_id = candidate.legacy_key_id();
@@ -494,6 +532,29 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("expired"), "{e}");
+    }
+
+    #[test]
+    fn a_signing_subkey_verifies_until_it_is_revoked() {
+        // The same key (certify-only primary, ed25519 signing subkey) before and after gpg
+        // revoked the subkey; data.txt.sub.sig was made with the subkey.
+        let sig = include_bytes!("../../tests/data/pgp/data.txt.sub.sig");
+        let key = PublicKey::parse(
+            include_bytes!("../../tests/data/pgp/key-subkey.asc"),
+            "key-subkey.asc",
+        )
+        .unwrap();
+        assert_eq!(
+            verify_detached("d", &data(), sig, &[&key]).unwrap(),
+            key.fingerprint
+        );
+        let revoked = PublicKey::parse(
+            include_bytes!("../../tests/data/pgp/key-subkey-revoked.asc"),
+            "key-subkey-revoked.asc",
+        )
+        .unwrap();
+        let e = verify_detached("d", &data(), sig, &[&revoked]).unwrap_err();
+        assert!(e.to_string().contains("not the expected one"), "{e}");
     }
 
     #[test]

@@ -380,6 +380,7 @@ impl<'a> Extraction<'a> {
         let mut written: u64 = 0;
         self.meter.in_body.set(true);
         let copied = loop {
+            crate::journal::keep_alive();
             let n = match entry.read(buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,

@@ -362,7 +362,7 @@ fn open_wrapper(
 fn copy_capped(from: &mut impl Read, dest: &Path, cap: u64) -> Result<u64, String> {
     let mut out =
         File::create(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
-    let n = io::copy(&mut from.take(cap + 1), &mut out)
+    let n = io::copy(&mut crate::journal::KeepAlive(from).take(cap + 1), &mut out)
         .map_err(|e| format!("copying to {}: {e}", dest.display()))?;
     if n > cap {
         return Err(format!("is larger than the {cap}-byte cap"));

@@ -44,7 +44,9 @@ impl super::Podman {
             .method("POST")
             .uri(&url)
             .header("content-type", "application/x-tar")
-            .body(file)
+            .body(ureq::SendBody::from_owned_reader(
+                crate::journal::KeepAlive(file),
+            ))
             .map_err(|e| super::protocol(op, &target, e.to_string()))?;
         let timeout = self.timeouts.pull;
         let req = self
