@@ -202,6 +202,31 @@ fn desired_state_layers_never_panic() {
 }
 
 #[test]
+fn openpgp_keys_and_signatures_never_panic() {
+    use margo_agent::package::{openpgp, signature};
+    let mut seeds = fixtures("pgp");
+    // The binary forms too, so mutations reach the packet parser and not only the armor.
+    let binary: Vec<Vec<u8>> = seeds
+        .iter()
+        .filter_map(|s| openpgp::dearmor(s).ok().map(|(_, b)| b))
+        .collect();
+    seeds.extend(binary);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgp");
+    let key_a = std::fs::read(dir.join("key-a.asc")).unwrap();
+    let rsa = std::fs::read(dir.join("key-rsa2048.asc")).unwrap();
+    let keys = [
+        signature::PublicKey::parse(&key_a, "a").unwrap(),
+        signature::PublicKey::parse(&rsa, "rsa").unwrap(),
+    ];
+    let refs: Vec<&signature::PublicKey> = keys.iter().collect();
+    let data = dir.join("data.txt");
+    run(&seeds, 6, |b| {
+        let _ = signature::PublicKey::parse(b, "mutant");
+        let _ = signature::verify_detached("mutant", &data, b, &refs);
+    });
+}
+
+#[test]
 fn state_files_never_panic() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e/state-mutations");
     std::fs::create_dir_all(&dir).unwrap();

@@ -18,6 +18,7 @@
 pub mod fetch;
 pub mod images;
 pub mod layout;
+pub mod openpgp;
 pub mod paths;
 pub mod signature;
 pub mod unpack;

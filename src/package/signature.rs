@@ -8,18 +8,16 @@
 //!
 //! A key is accepted only when it parses as an OpenPGP public key (armored or binary) whose
 //! self-signatures verify; a signature only when it is a binary or text document signature
-//! made by that key's primary key or one of its subkeys, and when its hash is strong enough
-//! (rPGP refuses MD5 and SHA-1 data signatures). When `allowed_fingerprints` is set, a key
+//! made by that key's primary key or one of its signing subkeys, and when its hash is strong
+//! enough (SHA-256 or stronger). The OpenPGP reading itself is [`super::openpgp`]. When `allowed_fingerprints` is set, a key
 //! fetched from `keyLocation` must have one of those primary fingerprints: otherwise anyone
 //! who can publish a desired state could sign with a key of their own.
 
+use super::openpgp::{self, Cert, CertError, DataHasher, SIG_BINARY, SIG_TEXT};
 use crate::journal::KeepAlive;
-use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
-use pgp::packet::SignatureType;
-use pgp::types::KeyDetails;
 use serde::Deserialize;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Stable code for every signature refusal.
@@ -98,7 +96,7 @@ fn refused(msg: impl Into<String>) -> SignatureError {
 /// A parsed, self-signature-checked public key and where it came from.
 #[derive(Debug, Clone)]
 pub struct PublicKey {
-    key: SignedPublicKey,
+    cert: Cert,
     /// Upper-case hex fingerprint of the primary key.
     pub fingerprint: String,
     /// Where the key came from, for messages (`keyLocation` URL or config file).
@@ -113,38 +111,39 @@ impl PublicKey {
                 "key {origin} is larger than {KEY_MAX_BYTES} bytes; not an OpenPGP public key"
             )));
         }
-        let text = String::from_utf8_lossy(bytes);
-        if text.contains("-----BEGIN PGP PRIVATE KEY BLOCK-----") {
-            return Err(refused(format!(
+        let cert = Cert::parse(bytes).map_err(|e| match e {
+            CertError::Private => refused(format!(
                 "key {origin} is a PRIVATE key; a device needs only the public key (and the private key must not be published)"
-            )));
-        }
-        let (key, _) = SignedPublicKey::from_reader_single(bytes).map_err(|e| {
-            refused(format!(
-                "key {origin} is not an OpenPGP public key ({})",
-                one_line(&e.to_string())
-            ))
+            )),
+            CertError::Unusable(why) => refused(format!("key {origin} cannot be used: {why}")),
+            CertError::Malformed(why) => {
+                refused(format!("key {origin} is not an OpenPGP public key ({why})"))
+            }
         })?;
-        key.verify_bindings().map_err(|e| {
-            refused(format!(
-                "key {origin}: its self-signatures do not verify ({})",
-                one_line(&e.to_string())
-            ))
-        })?;
-        let fingerprint = fingerprint_hex(&key);
-        // Its revocation signatures were verified with the bindings above: any is a revocation.
-        if !key.details.revocation_signatures.is_empty() {
+        let fingerprint = cert.primary.fingerprint_hex();
+        if cert.revoked {
             return Err(refused(format!(
                 "key {origin} ({fingerprint}) is revoked by its owner"
             )));
         }
-        if let Some(expired) = expired_at(&key) {
+        if let Some(end) = cert.expires_at.filter(|&end| openpgp::now() >= end) {
             return Err(refused(format!(
-                "key {origin} ({fingerprint}) expired at Unix time {expired}"
+                "key {origin} ({fingerprint}) expired at Unix time {end}"
+            )));
+        }
+        if cert.signers.is_empty() {
+            let why: Vec<String> = cert
+                .unusable
+                .iter()
+                .map(|(k, why)| format!("{}: {why}", k.fingerprint_hex()))
+                .collect();
+            return Err(refused(format!(
+                "key {origin} ({fingerprint}) has no key that can verify signatures here ({})",
+                why.join("; ")
             )));
         }
         Ok(PublicKey {
-            key,
+            cert,
             fingerprint,
             origin: origin.to_string(),
         })
@@ -156,71 +155,6 @@ impl PublicKey {
             .map_err(|e| refused(format!("cannot read key {}: {e}", path.display())))?;
         PublicKey::parse(&bytes, &path.display().to_string())
     }
-}
-
-/// Whether a subkey may have made a signature: its newest binding marks it for signing,
-/// and it is neither revoked nor expired (bindings and revocations were verified with the
-/// key's self-signatures).
-fn may_sign(sub: &pgp::composed::SignedPublicSubKey) -> bool {
-    if sub
-        .signatures
-        .iter()
-        .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation))
-    {
-        return false;
-    }
-    let Some(binding) = sub
-        .signatures
-        .iter()
-        .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
-        .max_by_key(|s| s.created().map(|t| t.as_secs()))
-    else {
-        return false;
-    };
-    if !binding.key_flags().sign() {
-        return false;
-    }
-    match binding
-        .key_expiration_time()
-        .map(|d| u64::from(d.as_secs()))
-    {
-        Some(validity) if validity > 0 => {
-            let end = u64::from(sub.key.created_at().as_secs()) + validity;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            now < end
-        }
-        _ => true,
-    }
-}
-
-/// When the primary key expired, if it has: the expiration of its newest self-signature
-/// (direct or user id), counted from the key's creation.
-fn expired_at(key: &SignedPublicKey) -> Option<u64> {
-    let newest = key
-        .details
-        .direct_signatures
-        .iter()
-        .chain(key.details.users.iter().flat_map(|u| u.signatures.iter()))
-        .max_by_key(|s| s.created().map(|t| t.as_secs()))?;
-    let validity = u64::from(newest.key_expiration_time()?.as_secs());
-    if validity == 0 {
-        return None;
-    }
-    let end = u64::from(key.primary_key.created_at().as_secs()) + validity;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    (now >= end).then_some(end)
-}
-
-fn fingerprint_hex(key: &SignedPublicKey) -> String {
-    key.fingerprint()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect()
 }
 
 /// Normalises a configured fingerprint: hex digits only, upper case (spaces and `0x`
@@ -310,8 +244,8 @@ impl TrustPolicy {
 }
 
 /// Verifies the detached signature `sig` (armored or binary) over the file `data` with one of
-/// `keys` (primary keys and subkeys are tried). Returns the primary fingerprint of the key
-/// that verified.
+/// `keys` (primary keys and signing subkeys are tried). Returns the primary fingerprint of the
+/// key that verified.
 pub fn verify_detached(
     what: &str,
     data: &Path,
@@ -323,39 +257,54 @@ pub fn verify_detached(
             "the signature of {what} is larger than {SIGNATURE_MAX_BYTES} bytes; not a detached signature"
         )));
     }
-    let (detached, _) = DetachedSignature::from_reader_single(sig).map_err(|e| {
+    let signatures = openpgp::parse_signatures(sig).map_err(|e| {
         refused(format!(
-            "the signature of {what} is not an OpenPGP signature ({})",
-            one_line(&e.to_string())
+            "the signature of {what} is not an OpenPGP signature ({e})"
         ))
     })?;
-    let signature = &detached.signature;
-    match signature.typ() {
-        Some(SignatureType::Binary) | Some(SignatureType::Text) => {}
-        other => {
+    let mut last_error = None;
+    for signature in &signatures {
+        if signature.typ != SIG_BINARY && signature.typ != SIG_TEXT {
             return Err(refused(format!(
-                "the signature of {what} is of type {other:?}, not a document signature"
+                "the signature of {what} is of type 0x{:02x}, not a document signature",
+                signature.typ
             )));
         }
-    }
-    let open = || {
-        File::open(data)
-            .map(|f| BufReader::with_capacity(HASH_BUFFER_BYTES, KeepAlive(f)))
-            .map_err(|e| refused(format!("cannot read {}: {e}", data.display())))
-    };
-    let mut last_error = None;
-    for key in keys {
-        let mut outcome = try_key(signature, &key.key.primary_key, &open)?;
-        for sub in key.key.public_subkeys.iter().filter(|s| may_sign(s)) {
-            if outcome.is_some() {
-                break;
+        for key in keys {
+            if let Some((k, why)) = key.cert.unusable_for(signature) {
+                return Err(refused(format!(
+                    "{what} was signed by {} of key {} ({}), which cannot be used: {why}",
+                    k.fingerprint_hex(),
+                    key.fingerprint,
+                    key.origin
+                )));
             }
-            outcome = try_key(signature, &sub.key, &open)?;
-        }
-        match outcome {
-            Some(Ok(())) => return Ok(key.fingerprint.clone()),
-            Some(Err(e)) => last_error = Some(e),
-            None => {}
+            for signer in key.cert.signers_for(signature) {
+                if let Some(end) = signer.expires_at.filter(|&end| openpgp::now() >= end) {
+                    return Err(refused(format!(
+                        "{what} was signed by {} of key {} ({}), which expired at Unix time {end}",
+                        signer.key.fingerprint_hex(),
+                        key.fingerprint,
+                        key.origin
+                    )));
+                }
+                let mut hasher = DataHasher::new(signature)
+                    .map_err(|e| refused(format!("the signature of {what} is refused: {e}")))?;
+                hash_file(data, &mut hasher)?;
+                match hasher.verify(signature, &signer.key) {
+                    Ok(()) => {
+                        if let Some(end) =
+                            signature.expires_at().filter(|&end| openpgp::now() >= end)
+                        {
+                            return Err(refused(format!(
+                                "the signature of {what} expired at Unix time {end}"
+                            )));
+                        }
+                        return Ok(key.fingerprint.clone());
+                    }
+                    Err(e) => last_error = Some(e),
+                }
+            }
         }
     }
     match last_error {
@@ -378,28 +327,18 @@ pub fn verify_detached(
     }
 }
 
-/// Verifies with `candidate` when the signature names it as issuer: `None` when it does not,
-/// else the verification result (the error as one line).
-fn try_key<K: pgp::types::VerifyingKey + KeyDetails>(
-    signature: &pgp::packet::Signature,
-    candidate: &K,
-    open: &dyn Fn() -> Result<BufReader<KeepAlive<File>>, SignatureError>,
-) -> Result<Option<Result<(), String>>, SignatureError> {
-    let fingerprint = candidate.fingerprint();
-    let key_id = candidate.legacy_key_id();
-    let issued_by = signature
-        .issuer_fingerprint()
-        .iter()
-        .any(|f| **f == fingerprint)
-        || signature.issuer_key_id().iter().any(|id| **id == key_id);
-    if !issued_by {
-        return Ok(None);
+/// Streams the file at `path` through `hasher`, feeding the watchdog.
+fn hash_file(path: &Path, hasher: &mut DataHasher) -> Result<(), SignatureError> {
+    let io = |e: std::io::Error| refused(format!("cannot read {}: {e}", path.display()));
+    let mut file = KeepAlive(File::open(path).map_err(io)?);
+    let mut buf = vec![0u8; HASH_BUFFER_BYTES];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
     }
-    Ok(Some(
-        signature
-            .verify(candidate, open()?)
-            .map_err(|e| one_line(&e.to_string())),
-    ))
 }
 
 /// Reads a small file whole, refusing it past `max` bytes.
@@ -413,10 +352,6 @@ pub fn read_capped(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         )));
     }
     Ok(buf)
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Paths removed when dropped: the temporary pieces of a package being verified.
@@ -548,13 +483,124 @@ mod tests {
             verify_detached("d", &data(), sig, &[&key]).unwrap(),
             key.fingerprint
         );
-        let revoked = PublicKey::parse(
+        // Nothing of it can sign any more: refused when it is read.
+        let e = PublicKey::parse(
             include_bytes!("../../tests/data/pgp/key-subkey-revoked.asc"),
             "key-subkey-revoked.asc",
         )
+        .unwrap_err();
+        assert!(e.to_string().contains("the subkey is revoked"), "{e}");
+        assert!(e.to_string().contains("not marked for signing"), "{e}");
+
+        // A key whose primary signs too: usable, but not its revoked subkey.
+        let sig = include_bytes!("../../tests/data/pgp/data.txt.signer-sub.sig");
+        let key = PublicKey::parse(
+            include_bytes!("../../tests/data/pgp/key-signer.asc"),
+            "key-signer.asc",
+        )
+        .unwrap();
+        assert_eq!(
+            verify_detached("d", &data(), sig, &[&key]).unwrap(),
+            "64D73983D7C28E3CD184F0FB59F8F472FA6D2002"
+        );
+        let revoked = PublicKey::parse(
+            include_bytes!("../../tests/data/pgp/key-signer-sub-revoked.asc"),
+            "key-signer-sub-revoked.asc",
+        )
         .unwrap();
         let e = verify_detached("d", &data(), sig, &[&revoked]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("E2F6EBBC4D728F030EB6103DDD1E452C3BCBAEDC"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("the subkey is revoked"), "{e}");
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/pgp")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    fn key(name: &str) -> PublicKey {
+        PublicKey::parse(&fixture(name), name).unwrap()
+    }
+
+    #[test]
+    fn gpg_rsa_signatures_verify_for_every_size_and_digest() {
+        let rsa3072 = key("key-rsa3072.asc");
+        assert_eq!(
+            rsa3072.fingerprint,
+            "A495FCA00FB5935FBB315EB6F91DA1CF2653D649"
+        );
+        for sig in [
+            "data.txt.rsa3072.sig",
+            "data.txt.rsa3072-sha256.sig",
+            "data.txt.rsa3072-sha384.asc",
+            "data.txt.rsa3072-text.sig",
+        ] {
+            assert_eq!(
+                verify_detached(sig, &data(), &fixture(sig), &[&rsa3072]).unwrap(),
+                rsa3072.fingerprint,
+                "{sig}"
+            );
+        }
+        for (k, sig) in [
+            ("key-rsa2048.asc", "data.txt.rsa2048.sig"),
+            ("key-rsa4096.asc", "data.txt.rsa4096.sig"),
+        ] {
+            let k = key(k);
+            assert_eq!(
+                verify_detached(sig, &data(), &fixture(sig), &[&k]).unwrap(),
+                k.fingerprint
+            );
+            // One flipped bit of the content.
+            let changed = std::env::temp_dir().join(format!("margo-rsa-{}", std::process::id()));
+            let mut bytes = std::fs::read(data()).unwrap();
+            bytes[3] ^= 1;
+            std::fs::write(&changed, bytes).unwrap();
+            let e = verify_detached(sig, &changed, &fixture(sig), &[&k]).unwrap_err();
+            assert!(e.to_string().contains("does not verify"), "{e}");
+            let _ = std::fs::remove_file(&changed);
+        }
+        // Another RSA key's signature: not the expected one.
+        let e = verify_detached("d", &data(), &fixture("data.txt.rsa2048.sig"), &[&rsa3072])
+            .unwrap_err();
         assert!(e.to_string().contains("not the expected one"), "{e}");
+    }
+
+    #[test]
+    fn text_signatures_see_crlf_line_endings() {
+        // crlf.txt mixes CR LF and LF lines; gpg --textmode hashed both as CR LF.
+        let k = key("key-rsa3072.asc");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgp/crlf.txt");
+        assert!(verify_detached("t", &path, &fixture("crlf.txt.text.sig"), &[&k]).is_ok());
+        // A binary-mode reading of the same bytes would not verify: LF → CRLF matters.
+        let lf = std::env::temp_dir().join(format!("margo-lf-{}", std::process::id()));
+        std::fs::write(&lf, b"line one\nline two\nline three\n").unwrap();
+        assert!(verify_detached("t", &lf, &fixture("crlf.txt.text.sig"), &[&k]).is_ok());
+        std::fs::write(&lf, b"line one\nline two\nline three\n\n").unwrap();
+        assert!(verify_detached("t", &lf, &fixture("crlf.txt.text.sig"), &[&k]).is_err());
+        let _ = std::fs::remove_file(&lf);
+    }
+
+    #[test]
+    fn weak_digests_small_keys_and_other_algorithms_are_refused_by_name() {
+        let k = key("key-rsa3072.asc");
+        let e = verify_detached("d", &data(), &fixture("data.txt.rsa3072-sha1.sig"), &[&k])
+            .unwrap_err();
+        assert!(e.to_string().contains("SHA-1"), "{e}");
+        let e = PublicKey::parse(&fixture("key-rsa1024.asc"), "key-rsa1024.asc").unwrap_err();
+        assert!(e.to_string().contains("1024 bits"), "{e}");
+        let e = PublicKey::parse(&fixture("key-p256.asc"), "key-p256.asc").unwrap_err();
+        assert!(
+            e.to_string().contains("ECDSA keys are not supported"),
+            "{e}"
+        );
     }
 
     #[test]
