@@ -10,6 +10,10 @@ tests/bed/install.sh
 tests/bed/otlp-venv.sh >/dev/null   # the OTLP receiver's decoder (tests/telemetry.rs)
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+echo "== no merge conflict markers"
+if git grep -n -E '^(<<<<<<<|=======|>>>>>>>)( |$)' -- . ':!target' 2>/dev/null; then
+  echo "tests/run.sh: merge conflict markers left in the files above" >&2; exit 1
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
