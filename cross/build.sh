@@ -119,6 +119,9 @@ installed=$(rustup target list --installed 2>/dev/null || true)
 built=()
 unavailable=()
 declare -A via_build_std=()
+# No call frame tables: with panic = "abort" nothing unwinds. --no-eh-frame-hdr drops the
+# lookup table (~65 KB on aarch64), cross/no-eh-frame.ld the tables themselves (~320 KB).
+size_flags="-C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$PWD/cross/no-eh-frame.ld"
 for t in "${targets[@]}"; do
   build_std=0
   if ! grep -qx "$t" <<<"$installed"; then
@@ -145,7 +148,7 @@ for t in "${targets[@]}"; do
     # Debian's musl (headers for ring's C, crt objects and libc.a for the link) instead of the
     # self-contained musl a rustup rust-std would bring; libunwind.a = gcc's libgcc_eh.a.
     flags_var="CARGO_TARGET_${up}_RUSTFLAGS"
-    flags="${!flags_var:-} -C link-self-contained=no -L native=$fb_libs -C link-arg=-Wl,--no-eh-frame-hdr"
+    flags="${!flags_var:-} -C link-self-contained=no -L native=$fb_libs $size_flags"
     echo "== cargo build --release --target $t -Z build-std=std,panic_abort (CC=$fb_cc)" >&2
     env RUSTC_BOOTSTRAP=1 "CC_$low=$fb_cc" "AR_$low=$ar" "CARGO_TARGET_${up}_LINKER=$fb_cc" \
       "$flags_var=${flags# }" \
@@ -160,10 +163,8 @@ for t in "${targets[@]}"; do
   # the linker would mix the system musl into it and crash at start.
   linker=()
   [ "$t" = x86_64-unknown-linux-musl ] || linker=("CARGO_TARGET_${up}_LINKER=$cc")
-  # No .eh_frame_hdr: with panic = "abort" nothing unwinds; the table only served backtraces
-  # (RUST_BACKTRACE) and costs ~65 KB on aarch64.
   flags_var="CARGO_TARGET_${up}_RUSTFLAGS"
-  flags="${!flags_var:-} -C link-arg=-Wl,--no-eh-frame-hdr"
+  flags="${!flags_var:-} $size_flags"
   env "CC_$low=$cc" "AR_$low=$ar" "${linker[@]}" "$flags_var=${flags# }" \
     cargo build --release --locked --target "$t" >&2
   built+=("$t")

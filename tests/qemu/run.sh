@@ -31,7 +31,25 @@ cross/build.sh aarch64
 A64=$TARGET_DIR/aarch64-unknown-linux-musl/release/margo-agent
 qemu-aarch64-static "$A64" --version
 qemu-aarch64-static "$A64" --config board/qemu-arm64/config.yaml check-config >/dev/null
-echo "qemu-aarch64-static: --version and check-config ok"
+# The release binary's OpenPGP reader on the target architecture: the RSA (2048/3072/4096) and
+# Ed25519 keys' self-signatures verify; an ECDSA key is refused by name (exit 3).
+keys_cfg() {
+  python3 - "$@" <<'PY'
+import sys, yaml
+cfg = yaml.safe_load(open("board/qemu-arm64/config.yaml"))
+cfg.setdefault("signatures", {})["trusted_keys"] = sys.argv[2:]
+open(sys.argv[1], "w").write(yaml.safe_dump(cfg))
+PY
+}
+K=$PWD/tests/data/pgp
+keys_cfg "$OUT/keys.yaml" "$K/key-rsa2048.asc" "$K/key-rsa3072.asc" "$K/key-rsa4096.asc" "$K/key-a.asc" "$K/key-subkey.asc"
+qemu-aarch64-static "$A64" --config "$OUT/keys.yaml" check-config >/dev/null
+keys_cfg "$OUT/ecdsa.yaml" "$K/key-rsa3072.asc" "$K/key-p256.asc"
+rc=0; qemu-aarch64-static "$A64" --config "$OUT/ecdsa.yaml" check-config >/dev/null 2>"$OUT/ecdsa.err" || rc=$?
+if [ "$rc" != 3 ] || ! grep -q "ECDSA keys are not supported" "$OUT/ecdsa.err"; then
+  echo "tests/qemu/run.sh: an ECDSA trusted key was not refused (exit $rc): $(cat "$OUT/ecdsa.err")" >&2; exit 1
+fi
+echo "qemu-aarch64-static: --version, check-config and OpenPGP keys ok"
 
 echo "== QEMU aarch64: boot, poll, record, no Podman; read-only state disk"
 python3 tests/qemu/boot_test.py smoke --arch aarch64 --binary "$A64" --publisher "$HOST_BIN" \
