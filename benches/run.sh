@@ -29,7 +29,8 @@ tests/bed/install.sh musl-tools strace python3-venv >/dev/null
 rustup target list --installed 2>/dev/null | grep -qx "$MUSL" || rustup target add "$MUSL" >/dev/null
 section "build (release profile: opt-level z, LTO, codegen-units 1, panic abort, strip)"
 cargo build --release --locked --quiet
-cargo build --release --locked --quiet --target "$MUSL"
+# The firmware build: the same command and link arguments as device makers use.
+cross/build.sh x86_64 >/dev/null
 BIN_GNU=$TARGET_DIR/release/margo-agent
 BIN=$TARGET_DIR/$MUSL/release/margo-agent
 
