@@ -589,6 +589,36 @@ mod tests {
     }
 
     #[test]
+    fn text_signatures_drop_trailing_carriage_returns_as_gpg_does() {
+        // gpg --textmode hashes each line without its trailing CRs (CR CR LF → CR LF, a lone CR
+        // at the end of the file → nothing); lone CRs inside a line stay.
+        let k = key("key-primary-expires.asc");
+        let sig = fixture("cr-edges.txt.text.sig");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgp/cr-edges.txt");
+        assert_eq!(
+            verify_detached("t", &path, &sig, &[&k]).unwrap(),
+            k.fingerprint
+        );
+        let other = std::env::temp_dir().join(format!("margo-cr-{}", std::process::id()));
+        std::fs::write(&other, b"a\r\nb\rc\r\n\rd \r\n\r\n").unwrap();
+        assert!(verify_detached("t", &other, &sig, &[&k]).is_ok());
+        // An interior CR is content.
+        std::fs::write(&other, b"a\r\nbc\r\n\rd \r\n\r\n").unwrap();
+        assert!(verify_detached("t", &other, &sig, &[&k]).is_err());
+        let _ = std::fs::remove_file(&other);
+        // Chunk boundaries anywhere give the same digest.
+        let bytes = fixture("cr-edges.txt");
+        let sigs = openpgp::parse_signatures(&sig).unwrap();
+        for split in 0..=bytes.len() {
+            let mut h = DataHasher::new(&sigs[0]).unwrap();
+            h.update(&bytes[..split]);
+            h.update(&[]);
+            h.update(&bytes[split..]);
+            h.verify(&sigs[0], &k.cert.signers[0].key).unwrap();
+        }
+    }
+
+    #[test]
     fn weak_digests_small_keys_and_other_algorithms_are_refused_by_name() {
         let k = key("key-rsa3072.asc");
         let e = verify_detached("d", &data(), &fixture("data.txt.rsa3072-sha1.sig"), &[&k])
@@ -619,3 +649,4 @@ mod tests {
         assert!(e.to_string().contains("no key"), "{e}");
     }
 }
+

@@ -604,11 +604,15 @@ pub fn parse_signatures(bytes: &[u8]) -> Result<Vec<Signature>, String> {
     Ok(sigs)
 }
 
-/// Hashes signed data in chunks; text signatures (type 0x01) see line endings as CR LF.
+/// Hashes signed data in chunks. Text signatures (type 0x01) hash the text as gpg does: every
+/// line without its trailing CRs, LF-terminated lines then ending in CR LF (so LF and CR LF
+/// files give the same digest; a CR inside a line is content).
+#[derive(Clone)]
 pub struct DataHasher {
     ctx: digest::Context,
     text: bool,
-    last_cr: bool,
+    /// CRs at the end of what was seen so far: hashed only if more of the line follows.
+    pending_cr: u64,
 }
 
 impl DataHasher {
@@ -616,7 +620,7 @@ impl DataHasher {
         Ok(DataHasher {
             ctx: sig.hasher()?,
             text: sig.typ == SIG_TEXT,
-            last_cr: false,
+            pending_cr: 0,
         })
     }
 
@@ -625,17 +629,32 @@ impl DataHasher {
             self.ctx.update(chunk);
             return;
         }
-        while let Some(i) = chunk.iter().position(|&b| b == b'\n') {
-            let (line, rest) = chunk.split_at(i);
-            self.ctx.update(line);
-            let cr_before = line.last().map_or(self.last_cr, |&b| b == b'\r');
-            self.ctx.update(if cr_before { b"\n" } else { b"\r\n" });
-            self.last_cr = false;
-            chunk = &rest[1..];
+        loop {
+            let (part, lf) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (&chunk[..i], true),
+                None => (chunk, false),
+            };
+            let kept = part.iter().rposition(|&b| b != b'\r').map_or(0, |i| i + 1);
+            if kept > 0 {
+                self.flush_cr();
+                self.ctx.update(&part[..kept]);
+            }
+            self.pending_cr += (part.len() - kept) as u64;
+            if !lf {
+                return;
+            }
+            self.pending_cr = 0;
+            self.ctx.update(b"\r\n");
+            chunk = &chunk[part.len() + 1..];
         }
-        self.ctx.update(chunk);
-        if let Some(&b) = chunk.last() {
-            self.last_cr = b == b'\r';
+    }
+
+    fn flush_cr(&mut self) {
+        const CRS: [u8; 64] = [b'\r'; 64];
+        while self.pending_cr > 0 {
+            let n = self.pending_cr.min(CRS.len() as u64);
+            self.ctx.update(&CRS[..n as usize]);
+            self.pending_cr -= n;
         }
     }
 
