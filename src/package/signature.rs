@@ -619,6 +619,15 @@ mod tests {
     }
 
     #[test]
+    fn a_subkey_does_not_outlive_its_primary_key() {
+        // The signing subkey never expires, its primary does: the subkey stops with it.
+        let k = key("key-primary-expires.asc");
+        let primary_end = k.cert.expires_at.unwrap();
+        assert_eq!(k.cert.signers.len(), 1);
+        assert_eq!(k.cert.signers[0].expires_at, Some(primary_end));
+    }
+
+    #[test]
     fn weak_digests_small_keys_and_other_algorithms_are_refused_by_name() {
         let k = key("key-rsa3072.asc");
         let e = verify_detached("d", &data(), &fixture("data.txt.rsa3072-sha1.sig"), &[&k])

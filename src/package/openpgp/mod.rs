@@ -11,7 +11,8 @@
 //! are ignored (as gpg does). Its primary key signs only when its newest self-signature allows
 //! signing (or says nothing); a subkey only when its newest binding marks it for signing, it
 //! carries a valid back-signature (the subkey's own signature over the binding), and it is
-//! neither revoked nor expired. Every length is checked against the input: nothing here panics
+//! neither revoked nor expired (nor valid past its primary key's expiry). Every length is
+//! checked against the input: nothing here panics
 //! or allocates on a length it has not seen bytes for.
 //!
 //! Streaming: [`DataHasher`] takes the signed file in chunks, so a package is hashed from disk.
@@ -906,9 +907,15 @@ impl Cert {
                     Err("the subkey is not marked for signing".to_string())
                 }
                 Some(b) => match &b.embedded {
+                    // A subkey is valid no longer than its primary key.
                     Some(back) if back.typ == SIG_PRIMARY_BINDING => back
                         .check(&sub.key, binds)
-                        .map(|()| key_expiry(&sub.key, b))
+                        .map(|()| {
+                            [key_expiry(&sub.key, b), expires_at]
+                                .into_iter()
+                                .flatten()
+                                .min()
+                        })
                         .map_err(|e| format!("its back-signature does not verify ({e})")),
                     _ => Err("the signing subkey has no back-signature".to_string()),
                 },
