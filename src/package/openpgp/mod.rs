@@ -540,6 +540,12 @@ impl Signature {
                 .any(|id| id.as_slice() == key.key_id())
     }
 
+    /// What the signed data's digest depends on: the hash algorithm and the signature type
+    /// (binary or text). Signatures alike in both hash the data alike.
+    pub fn data_hashing(&self) -> (u8, u8) {
+        (self.hash, self.typ)
+    }
+
     /// The hash context for this signature, or why its hash is refused.
     pub fn hasher(&self) -> Result<digest::Context, String> {
         Ok(digest::Context::new(hash_algorithm(self.hash)?))
