@@ -697,4 +697,3 @@ mod tests {
         assert!(e.to_string().contains("no key"), "{e}");
     }
 }
-
