@@ -263,6 +263,10 @@ pub fn verify_detached(
         ))
     })?;
     let mut last_error = None;
+    // The package hashed once per digest algorithm and mode (binary or text), whatever the
+    // number of signature packets and candidate keys: a signature file of thousands of
+    // packets must not make the device read a large package thousands of times.
+    let mut hashed: Vec<((u8, u8), DataHasher)> = Vec::new();
     for signature in &signatures {
         if signature.typ != SIG_BINARY && signature.typ != SIG_TEXT {
             return Err(refused(format!(
@@ -288,9 +292,18 @@ pub fn verify_detached(
                         key.origin
                     )));
                 }
-                let mut hasher = DataHasher::new(signature)
-                    .map_err(|e| refused(format!("the signature of {what} is refused: {e}")))?;
-                hash_file(data, &mut hasher)?;
+                let kind = signature.data_hashing();
+                let hasher = match hashed.iter().find(|(k, _)| *k == kind) {
+                    Some((_, h)) => h.clone(),
+                    None => {
+                        let mut h = DataHasher::new(signature).map_err(|e| {
+                            refused(format!("the signature of {what} is refused: {e}"))
+                        })?;
+                        hash_file(data, &mut h)?;
+                        hashed.push((kind, h.clone()));
+                        h
+                    }
+                };
                 match hasher.verify(signature, &signer.key) {
                     Ok(()) => {
                         if let Some(end) =
@@ -329,6 +342,8 @@ pub fn verify_detached(
 
 /// Streams the file at `path` through `hasher`, feeding the watchdog.
 fn hash_file(path: &Path, hasher: &mut DataHasher) -> Result<(), SignatureError> {
+    #[cfg(test)]
+    FILE_PASSES.with(|c| c.set(c.get() + 1));
     let io = |e: std::io::Error| refused(format!("cannot read {}: {e}", path.display()));
     let mut file = KeepAlive(File::open(path).map_err(io)?);
     let mut buf = vec![0u8; HASH_BUFFER_BYTES];
@@ -339,6 +354,12 @@ fn hash_file(path: &Path, hasher: &mut DataHasher) -> Result<(), SignatureError>
         }
         hasher.update(&buf[..n]);
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How often [`hash_file`] read a file (this thread).
+    static FILE_PASSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Reads a small file whole, refusing it past `max` bytes.
@@ -586,6 +607,63 @@ mod tests {
         std::fs::write(&lf, b"line one\nline two\nline three\n\n").unwrap();
         assert!(verify_detached("t", &lf, &fixture("crlf.txt.text.sig"), &[&k]).is_err());
         let _ = std::fs::remove_file(&lf);
+    }
+
+    #[test]
+    fn text_signatures_drop_trailing_carriage_returns_as_gpg_does() {
+        // gpg --textmode hashes each line without its trailing CRs (CR CR LF → CR LF, a lone CR
+        // at the end of the file → nothing); lone CRs inside a line stay.
+        let k = key("key-primary-expires.asc");
+        let sig = fixture("cr-edges.txt.text.sig");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgp/cr-edges.txt");
+        assert_eq!(
+            verify_detached("t", &path, &sig, &[&k]).unwrap(),
+            k.fingerprint
+        );
+        let other = std::env::temp_dir().join(format!("margo-cr-{}", std::process::id()));
+        std::fs::write(&other, b"a\r\nb\rc\r\n\rd \r\n\r\n").unwrap();
+        assert!(verify_detached("t", &other, &sig, &[&k]).is_ok());
+        // An interior CR is content.
+        std::fs::write(&other, b"a\r\nbc\r\n\rd \r\n\r\n").unwrap();
+        assert!(verify_detached("t", &other, &sig, &[&k]).is_err());
+        let _ = std::fs::remove_file(&other);
+        // Chunk boundaries anywhere give the same digest.
+        let bytes = fixture("cr-edges.txt");
+        let sigs = openpgp::parse_signatures(&sig).unwrap();
+        for split in 0..=bytes.len() {
+            let mut h = DataHasher::new(&sigs[0]).unwrap();
+            h.update(&bytes[..split]);
+            h.update(&[]);
+            h.update(&bytes[split..]);
+            h.verify(&sigs[0], &k.cert.signers[0].key).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_subkey_does_not_outlive_its_primary_key() {
+        // The signing subkey never expires, its primary does: the subkey stops with it.
+        let k = key("key-primary-expires.asc");
+        let primary_end = k.cert.expires_at.unwrap();
+        assert_eq!(k.cert.signers.len(), 1);
+        assert_eq!(k.cert.signers[0].expires_at, Some(primary_end));
+    }
+
+    #[test]
+    fn a_signature_file_of_many_packets_reads_the_package_once() {
+        // 300 corrupt copies of key a's signature, then the good one: each is checked, but the
+        // package is hashed once per digest and mode, not once per signature packet.
+        let a = PublicKey::parse(KEY_A, "key-a.asc").unwrap();
+        let mut corrupt = SIG_A.to_vec();
+        let n = corrupt.len() - 3;
+        corrupt[n] ^= 0x55;
+        let mut many = corrupt.repeat(300);
+        many.extend_from_slice(SIG_A);
+        FILE_PASSES.with(|c| c.set(0));
+        assert_eq!(
+            verify_detached("d", &data(), &many, &[&a]).unwrap(),
+            a.fingerprint
+        );
+        assert_eq!(FILE_PASSES.with(|c| c.get()), 1);
     }
 
     #[test]

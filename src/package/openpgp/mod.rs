@@ -11,7 +11,8 @@
 //! are ignored (as gpg does). Its primary key signs only when its newest self-signature allows
 //! signing (or says nothing); a subkey only when its newest binding marks it for signing, it
 //! carries a valid back-signature (the subkey's own signature over the binding), and it is
-//! neither revoked nor expired. Every length is checked against the input: nothing here panics
+//! neither revoked nor expired (nor valid past its primary key's expiry). Every length is
+//! checked against the input: nothing here panics
 //! or allocates on a length it has not seen bytes for.
 //!
 //! Streaming: [`DataHasher`] takes the signed file in chunks, so a package is hashed from disk.
@@ -539,6 +540,12 @@ impl Signature {
                 .any(|id| id.as_slice() == key.key_id())
     }
 
+    /// What the signed data's digest depends on: the hash algorithm and the signature type
+    /// (binary or text). Signatures alike in both hash the data alike.
+    pub fn data_hashing(&self) -> (u8, u8) {
+        (self.hash, self.typ)
+    }
+
     /// The hash context for this signature, or why its hash is refused.
     pub fn hasher(&self) -> Result<digest::Context, String> {
         Ok(digest::Context::new(hash_algorithm(self.hash)?))
@@ -604,11 +611,15 @@ pub fn parse_signatures(bytes: &[u8]) -> Result<Vec<Signature>, String> {
     Ok(sigs)
 }
 
-/// Hashes signed data in chunks; text signatures (type 0x01) see line endings as CR LF.
+/// Hashes signed data in chunks. Text signatures (type 0x01) hash the text as gpg does: every
+/// line without its trailing CRs, LF-terminated lines then ending in CR LF (so LF and CR LF
+/// files give the same digest; a CR inside a line is content).
+#[derive(Clone)]
 pub struct DataHasher {
     ctx: digest::Context,
     text: bool,
-    last_cr: bool,
+    /// CRs at the end of what was seen so far: hashed only if more of the line follows.
+    pending_cr: u64,
 }
 
 impl DataHasher {
@@ -616,7 +627,7 @@ impl DataHasher {
         Ok(DataHasher {
             ctx: sig.hasher()?,
             text: sig.typ == SIG_TEXT,
-            last_cr: false,
+            pending_cr: 0,
         })
     }
 
@@ -625,17 +636,32 @@ impl DataHasher {
             self.ctx.update(chunk);
             return;
         }
-        while let Some(i) = chunk.iter().position(|&b| b == b'\n') {
-            let (line, rest) = chunk.split_at(i);
-            self.ctx.update(line);
-            let cr_before = line.last().map_or(self.last_cr, |&b| b == b'\r');
-            self.ctx.update(if cr_before { b"\n" } else { b"\r\n" });
-            self.last_cr = false;
-            chunk = &rest[1..];
+        loop {
+            let (part, lf) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (&chunk[..i], true),
+                None => (chunk, false),
+            };
+            let kept = part.iter().rposition(|&b| b != b'\r').map_or(0, |i| i + 1);
+            if kept > 0 {
+                self.flush_cr();
+                self.ctx.update(&part[..kept]);
+            }
+            self.pending_cr += (part.len() - kept) as u64;
+            if !lf {
+                return;
+            }
+            self.pending_cr = 0;
+            self.ctx.update(b"\r\n");
+            chunk = &chunk[part.len() + 1..];
         }
-        self.ctx.update(chunk);
-        if let Some(&b) = chunk.last() {
-            self.last_cr = b == b'\r';
+    }
+
+    fn flush_cr(&mut self) {
+        const CRS: [u8; 64] = [b'\r'; 64];
+        while self.pending_cr > 0 {
+            let n = self.pending_cr.min(CRS.len() as u64);
+            self.ctx.update(&CRS[..n as usize]);
+            self.pending_cr -= n;
         }
     }
 
@@ -887,9 +913,15 @@ impl Cert {
                     Err("the subkey is not marked for signing".to_string())
                 }
                 Some(b) => match &b.embedded {
+                    // A subkey is valid no longer than its primary key.
                     Some(back) if back.typ == SIG_PRIMARY_BINDING => back
                         .check(&sub.key, binds)
-                        .map(|()| key_expiry(&sub.key, b))
+                        .map(|()| {
+                            [key_expiry(&sub.key, b), expires_at]
+                                .into_iter()
+                                .flatten()
+                                .min()
+                        })
                         .map_err(|e| format!("its back-signature does not verify ({e})")),
                     _ => Err("the signing subkey has no back-signature".to_string()),
                 },

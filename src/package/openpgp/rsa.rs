@@ -316,3 +316,155 @@ mod tests {
         assert!(verify(&n, &[1, 0, 1], &digest, &[0x01; 200]).is_err());
     }
 }
+
+#[cfg(test)]
+mod reference_tests {
+    //! Montgomery arithmetic against a schoolbook reference (shift-and-add modular
+    //! multiplication on little-endian limbs), on multi-limb moduli with hostile shapes.
+    use super::*;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 16) as u32
+        }
+    }
+
+    fn ge(a: &[u32], b: &[u32]) -> bool {
+        cmp(a, b) != core::cmp::Ordering::Less
+    }
+
+    /// (a + b) mod n, a, b < n.
+    fn add_mod(a: &[u32], b: &[u32], n: &[u32]) -> Vec<u32> {
+        let mut r = vec![0u32; a.len()];
+        let mut carry = 0u64;
+        for i in 0..a.len() {
+            let v = u64::from(a[i]) + u64::from(b[i]) + carry;
+            r[i] = v as u32;
+            carry = v >> 32;
+        }
+        if carry == 1 || ge(&r, n) {
+            let mut borrow = 0i64;
+            for i in 0..r.len() {
+                let v = i64::from(r[i]) - i64::from(n[i]) - borrow;
+                r[i] = v as u32;
+                borrow = i64::from(v < 0);
+            }
+        }
+        r
+    }
+
+    fn mul_mod_ref(a: &[u32], b: &[u32], n: &[u32]) -> Vec<u32> {
+        let mut r = vec![0u32; n.len()];
+        for i in (0..a.len() * 32).rev() {
+            r = add_mod(&r, &r.clone(), n);
+            if (a[i / 32] >> (i % 32)) & 1 == 1 {
+                r = add_mod(&r, b, n);
+            }
+        }
+        r
+    }
+
+    fn pow_mod_ref(b: &[u32], e: u64, n: &[u32]) -> Vec<u32> {
+        let mut r = vec![0u32; n.len()];
+        r[0] = 1;
+        if n.len() == 1 && n[0] == 1 {
+            r[0] = 0;
+        }
+        for i in (0..64).rev() {
+            r = mul_mod_ref(&r, &r, n);
+            if (e >> i) & 1 == 1 {
+                r = mul_mod_ref(&r, b, n);
+            }
+        }
+        r
+    }
+
+    fn below(rng: &mut Rng, n: &[u32], shape: u32) -> Vec<u32> {
+        let mut a: Vec<u32> = match shape % 4 {
+            0 => (0..n.len()).map(|_| rng.next()).collect(),
+            1 => vec![u32::MAX; n.len()],
+            2 => {
+                let mut v = vec![0u32; n.len()];
+                v[0] = 1 + rng.next() % 3;
+                v
+            }
+            _ => n.to_vec(),
+        };
+        // Bring it below n: n - 1 - (something small), or clear the top limb.
+        if ge(&a, n) {
+            a = n.to_vec();
+            let dec = 1 + rng.next() % 5;
+            let mut borrow = u64::from(dec);
+            for x in a.iter_mut() {
+                let v = u64::from(*x).wrapping_sub(borrow);
+                *x = v as u32;
+                borrow = (v >> 63) & 1;
+            }
+        }
+        a
+    }
+
+    #[test]
+    fn montgomery_exponentiation_matches_schoolbook_on_multi_limb_moduli() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut moduli: Vec<Vec<u32>> = Vec::new();
+        for len in 1..=9 {
+            for shape in 0..6 {
+                let mut n: Vec<u32> = (0..len).map(|_| rng.next()).collect();
+                match shape {
+                    0 => {}
+                    1 => n.iter_mut().for_each(|x| *x = u32::MAX),
+                    2 => {
+                        n.iter_mut().for_each(|x| *x = 0);
+                        n[0] = 1;
+                    }
+                    3 => n[0] = u32::MAX,
+                    4 => n[0] = 1,
+                    _ => {
+                        n.iter_mut().for_each(|x| *x = u32::MAX);
+                        n[0] = 0x8000_0001;
+                    }
+                }
+                n[0] |= 1;
+                let top = len - 1;
+                if n[top] == 0 {
+                    n[top] = 1 + rng.next() % 7;
+                }
+                moduli.push(n);
+            }
+        }
+        for n in &moduli {
+            if n.len() == 1 && n[0] == 1 {
+                continue;
+            }
+            let n_inv = neg_inv(n[0]);
+            assert_eq!(n[0].wrapping_mul(n_inv), u32::MAX, "neg_inv({:#x})", n[0]);
+            for round in 0..8u32 {
+                let b = below(&mut rng, n, round);
+                let e: u64 = match round {
+                    0 => 3,
+                    1 => 65537,
+                    2 => u64::MAX,
+                    3 => (1 << 32) + 1,
+                    _ => u64::from(rng.next()) << 32 | u64::from(rng.next()) | 1,
+                };
+                let e_be = e.to_be_bytes();
+                let got = mod_pow(&b, &e_be, n);
+                let want = pow_mod_ref(&b, e, n);
+                assert_eq!(got, want, "{b:x?}^{e} mod {n:x?}");
+                // And a product of two values, through the R conversion.
+                let c = below(&mut rng, n, round + 1);
+                let mut bm = b.clone();
+                for _ in 0..32 * n.len() {
+                    double_mod(&mut bm, n);
+                }
+                let prod = mont_mul(&bm, &c, n, n_inv);
+                assert_eq!(prod, mul_mod_ref(&b, &c, n), "{b:x?}*{c:x?} mod {n:x?}");
+            }
+        }
+    }
+}
