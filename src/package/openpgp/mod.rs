@@ -122,6 +122,8 @@ const TAG_USER_ATTRIBUTE: u8 = 17;
 
 /// Most packets read from one key or signature file.
 const MAX_PACKETS: usize = 4096;
+/// Most self-signatures (and bindings) of one key that are checked.
+const MAX_SELF_SIGNATURES: usize = 256;
 
 #[derive(Debug)]
 struct Packet<'a> {
@@ -832,6 +834,24 @@ impl Cert {
         subkeys: Vec<SubkeyEntry>,
     ) -> Result<Cert, String> {
         let by_primary = |s: &&Signature| s.names_issuer(&primary);
+        // Each self-signature costs a public-key operation (an RSA-8192 one is milliseconds on
+        // a small ARM core): a key stuffed with thousands of them is refused before any is
+        // checked. Real keys carry a handful; third-party certifications are not checked and
+        // do not count.
+        let to_check = direct.iter().filter(by_primary).count()
+            + users
+                .iter()
+                .map(|(_, sigs)| sigs.iter().filter(by_primary).count())
+                .sum::<usize>()
+            + subkeys
+                .iter()
+                .map(|sub| sub.sigs.iter().filter(by_primary).count())
+                .sum::<usize>();
+        if to_check > MAX_SELF_SIGNATURES {
+            return Err(format!(
+                "it carries {to_check} self-signatures; more than {MAX_SELF_SIGNATURES} are refused"
+            ));
+        }
         let mut errors = Vec::new();
         let mut valid: Vec<&Signature> = Vec::new();
         let mut revoked = false;
@@ -983,6 +1003,44 @@ mod tests {
         assert!(dearmor(b"   ").is_err());
         assert!(dearmor(b"<html>").is_err());
         assert_eq!(crc24(b""), 0x00b7_04ce);
+    }
+
+    /// The whole bytes (header and body) of each packet of `bin`.
+    fn raw_packets(bin: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut start = 0;
+        packets(bin)
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let end = p.body.as_ptr() as usize - bin.as_ptr() as usize + p.body.len();
+                let raw = bin[start..end].to_vec();
+                start = end;
+                (p.tag, raw)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_key_stuffed_with_self_signatures_is_refused_before_checking_them() {
+        let (_, bin) = dearmor(KEY_A).unwrap();
+        let raw = raw_packets(&bin);
+        let sig_at = raw.iter().position(|(t, _)| *t == TAG_SIGNATURE).unwrap();
+        let build = |copies: usize| {
+            let mut out = Vec::new();
+            for (i, (_, r)) in raw.iter().enumerate() {
+                let n = if i == sig_at { copies } else { 1 };
+                for _ in 0..n {
+                    out.extend_from_slice(r);
+                }
+            }
+            out
+        };
+        // 200 copies of the user id's self-signature: all valid, the key is usable.
+        assert!(Cert::parse(&build(200)).is_ok());
+        match Cert::parse(&build(300)) {
+            Err(CertError::Unusable(m)) => assert!(m.contains("more than 256"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -51,8 +51,9 @@ pub fn check_key(n: &[u8], e: &[u8]) -> Result<(), String> {
     if n.last().is_none_or(|b| b & 1 == 0) {
         return Err("its RSA modulus is even: not an RSA key".into());
     }
-    // e = 1 would make every "signature" equal its message; e must be odd and > 1.
-    if bit_len(e) < 2 || bit_len(e) > 64 || e.last().is_none_or(|b| b & 1 == 0) {
+    // e = 1 would make every "signature" equal its message; e must be odd and > 1. At most 33
+    // bits (as ring, and every real key: 65537): a huge exponent only makes verification slow.
+    if bit_len(e) < 2 || bit_len(e) > 33 || e.last().is_none_or(|b| b & 1 == 0) {
         return Err("its RSA public exponent is invalid".into());
     }
     Ok(())
@@ -303,6 +304,8 @@ mod tests {
         assert!(check_key(&n, &[1]).is_err());
         assert!(check_key(&n, &[2]).is_err());
         assert!(check_key(&n, &[]).is_err());
+        assert!(check_key(&n, &[1, 0xff, 0xff, 0xff, 0xff]).is_ok()); // 33 bits
+        assert!(check_key(&n, &[3, 0, 0, 0, 1]).is_err()); // 34 bits
     }
 
     #[test]
