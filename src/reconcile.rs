@@ -140,12 +140,6 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Agent {
     /// Builds the agent from a validated config; the error is the process exit code (the
     /// reason is already in the journal).
@@ -158,8 +152,8 @@ impl Agent {
             journal::error(&format!("{e}; margo-agent cannot start"), &[]);
             exit::CONFIG
         })?;
-        let (state_file, mut state, loaded) = StateFile::open(&config.state_file, now_unix())
-            .map_err(|e| {
+        let (state_file, mut state, loaded) =
+            StateFile::open(&config.state_file, crate::units::unix_now()).map_err(|e| {
                 journal::error(&e.to_string(), &[]);
                 exit::STATE
             })?;
@@ -556,7 +550,7 @@ impl Agent {
         if let Some(r) = self.state.deployments.get_mut(id) {
             r.phase = phase;
             r.error = error.clone();
-            r.since = now_unix();
+            r.since = crate::units::unix_now();
         }
         crate::wfm::report(&self.config, &mut self.state, id, false);
         let msg = match (&error, phase) {
@@ -613,7 +607,7 @@ impl Agent {
                 phase: Phase::Pending,
                 error: None,
                 components,
-                since: now_unix(),
+                since: crate::units::unix_now(),
             },
         );
         crate::wfm::report(&self.config, &mut self.state, &dep.id, false);

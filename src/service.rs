@@ -18,7 +18,7 @@ use crate::journal;
 use crate::reconcile::Outcome;
 use crate::units::format_duration;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// A wall clock earlier than this (2026-01-01T00:00:00Z, before any margo-agent release) is
 /// certainly wrong: the device has no RTC or has not synced its time yet.
@@ -31,10 +31,7 @@ pub fn preflight(config: &Config) -> Result<(), u8> {
         journal::error(&msg, &[("ERROR_CODE", "ERR_STATE_UNWRITABLE")]);
         return Err(exit::STATE);
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if let Some(msg) = clock_warning(now) {
+    if let Some(msg) = clock_warning(crate::units::unix_now()) {
         journal::warn(&msg, &[("ERROR_CODE", "ERR_CLOCK_UNSET")]);
     }
     Ok(())

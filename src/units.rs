@@ -8,6 +8,13 @@ use std::time::Duration;
 /// typos, and adding them to an `Instant` would overflow.
 pub const DURATION_MAX_SECS: u64 = 1_000_000_000;
 
+/// The wall clock in seconds since the Unix epoch (0 when the clock is before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Parses a Go-style duration: a sequence of `<number><unit>` with units `ns us ms s m h`
 /// (`1m30s`, `1.5s`, `500ms`). A bare integer is taken as seconds, as Compose does for
 /// `stop_grace_period: 10`.

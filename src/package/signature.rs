@@ -15,6 +15,7 @@
 
 use super::openpgp::{self, Cert, CertError, DataHasher, SIG_BINARY, SIG_TEXT};
 use crate::journal::KeepAlive;
+use crate::units::unix_now;
 use serde::Deserialize;
 use std::fs::File;
 use std::io::Read;
@@ -126,7 +127,7 @@ impl PublicKey {
                 "key {origin} ({fingerprint}) is revoked by its owner"
             )));
         }
-        if let Some(end) = cert.expires_at.filter(|&end| openpgp::now() >= end) {
+        if let Some(end) = cert.expires_at.filter(|&end| unix_now() >= end) {
             return Err(refused(format!(
                 "key {origin} ({fingerprint}) expired at Unix time {end}"
             )));
@@ -284,7 +285,7 @@ pub fn verify_detached(
                 )));
             }
             for signer in key.cert.signers_for(signature) {
-                if let Some(end) = signer.expires_at.filter(|&end| openpgp::now() >= end) {
+                if let Some(end) = signer.expires_at.filter(|&end| unix_now() >= end) {
                     return Err(refused(format!(
                         "{what} was signed by {} of key {} ({}), which expired at Unix time {end}",
                         signer.key.fingerprint_hex(),
@@ -306,9 +307,7 @@ pub fn verify_detached(
                 };
                 match hasher.verify(signature, &signer.key) {
                     Ok(()) => {
-                        if let Some(end) =
-                            signature.expires_at().filter(|&end| openpgp::now() >= end)
-                        {
+                        if let Some(end) = signature.expires_at().filter(|&end| unix_now() >= end) {
                             return Err(refused(format!(
                                 "the signature of {what} expired at Unix time {end}"
                             )));
@@ -321,12 +320,9 @@ pub fn verify_detached(
         }
     }
     match last_error {
-        Some(e) => {
-            crate::journal::debug(&format!("signature check of {what}: {e}"), &[]);
-            Err(refused(format!(
-                "the signature of {what} does not verify: the content was changed or the signature is corrupt"
-            )))
-        }
+        Some(e) => Err(refused(format!(
+            "the signature of {what} does not verify ({e}): the content was changed or the signature is corrupt"
+        ))),
         None => {
             let names: Vec<String> = keys
                 .iter()

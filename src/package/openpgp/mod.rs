@@ -567,11 +567,16 @@ impl Signature {
         signer: &KeyPacket,
         feed: impl FnOnce(&mut digest::Context),
     ) -> Result<(), String> {
+        let mut ctx = self.hasher()?;
+        feed(&mut ctx);
+        self.verify_hashed(signer, ctx)
+    }
+
+    /// Verifies this signature, made by `signer`, over what `ctx` has hashed.
+    fn verify_hashed(&self, signer: &KeyPacket, ctx: digest::Context) -> Result<(), String> {
         if let Some(kind) = self.unknown_critical {
             return Err(format!("it carries an unknown critical subpacket ({kind})"));
         }
-        let mut ctx = self.hasher()?;
-        feed(&mut ctx);
         signer.verify_digest(self, self.finish(ctx).as_ref())
     }
 
@@ -669,10 +674,7 @@ impl DataHasher {
 
     /// Verifies `sig` (whose type this hasher was made for) over the hashed data with `key`.
     pub fn verify(self, sig: &Signature, key: &KeyPacket) -> Result<(), String> {
-        if let Some(kind) = sig.unknown_critical {
-            return Err(format!("it carries an unknown critical subpacket ({kind})"));
-        }
-        key.verify_digest(sig, sig.finish(self.ctx).as_ref())
+        sig.verify_hashed(key, self.ctx)
     }
 }
 
@@ -969,13 +971,6 @@ fn key_expiry(key: &KeyPacket, sig: &Signature) -> Option<u64> {
         Some(v) if v > 0 => Some(u64::from(key.created) + u64::from(v)),
         _ => None,
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
