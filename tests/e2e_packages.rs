@@ -504,3 +504,19 @@ fn plain_tarball_with_a_sibling_signature_and_signed_oci_packages() {
     );
     device.cleanup();
 }
+
+#[test]
+fn an_archive_that_cannot_be_read_is_reported_as_such_not_as_podman_unreachable() {
+    let bed = Bed::get();
+    let mut podman = common::engine::connect(bed.var("MARGO_TB_PODMAN_SOCK"));
+    // A directory opens like a file, but reading it fails (EISDIR) once the upload started.
+    let dir = std::env::temp_dir().join(format!("margo-unreadable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = podman.load_image(&dir).unwrap_err();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!e.is_unavailable(), "{e}");
+    assert_eq!(e.code(), "ERR_PODMAN_API", "{e}");
+    let text = e.to_string();
+    assert!(text.contains("cannot read the archive file"), "{text}");
+    assert!(text.contains(&dir.display().to_string()), "{text}");
+}
