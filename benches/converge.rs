@@ -9,25 +9,18 @@
 //! (knob: `BENCH_RUNS`, default 5). Figures in `docs/bench.md`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 #[path = "../tests/common/engine.rs"]
 mod engine;
 
+use common::{bed, median, thread_cpu_ns};
 use margo_agent::compose::Project;
 use margo_agent::compose::apply;
 use margo_agent::compose::libpod::CreateContext;
 use margo_agent::podman::Podman;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-fn bed() -> BTreeMap<String, String> {
-    let path = std::env::var("MARGO_TESTBED").expect("set MARGO_TESTBED to a test bed's env file");
-    std::fs::read_to_string(path)
-        .expect("read bed env")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect()
-}
 
 fn load(image: &str, vars: &[(&str, &str)]) -> Project {
     engine::load_ten(image, "bench-ten", vars)
@@ -41,14 +34,6 @@ fn converge(podman: &mut Podman, project: &Project) {
         Some(Duration::from_secs(60)),
     )
     .unwrap_or_else(|e| panic!("{}: {e}", e.code));
-}
-
-/// CPU time of this thread in nanoseconds.
-fn cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Container name → (ID, start time).
@@ -67,11 +52,6 @@ fn snapshot(podman: &mut Podman) -> BTreeMap<String, (String, String)> {
             (c.name().to_string(), (c.id, started))
         })
         .collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -94,11 +74,11 @@ fn main() {
     let (mut writes, mut cpu, mut wall) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let w0 = podman.writes();
-        let c0 = cpu_ns();
+        let c0 = thread_cpu_ns();
         let t0 = Instant::now();
         converge(&mut podman, &load(&image, &[]));
         wall.push(t0.elapsed().as_secs_f64() * 1000.0);
-        cpu.push((cpu_ns() - c0) as f64 / 1e6);
+        cpu.push((thread_cpu_ns() - c0) as f64 / 1e6);
         writes.push((podman.writes() - w0) as f64);
     }
     println!(

@@ -16,6 +16,10 @@
 //! Figures in `docs/bench.md`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::file_server::FileServer;
+use common::{bed, proc_status, status_kib};
 use margo_agent::package::signature::{PublicKey, verify_detached};
 use margo_agent::podman::{Podman, Timeouts};
 use std::collections::BTreeMap;
@@ -23,24 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn bed() -> BTreeMap<String, String> {
-    let path = std::env::var("MARGO_TESTBED").expect("set MARGO_TESTBED to a test bed's env file");
-    std::fs::read_to_string(path)
-        .expect("read bed env")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect()
-}
-
 /// VmHWM of this process, KiB.
 fn hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    status_kib(&proc_status("self"), "VmHWM:")
 }
 
 fn podman_cli(bed: &BTreeMap<String, String>, args: &[&str]) {
@@ -255,33 +244,8 @@ fn main() {
         &[("poc.app", &app), ("poc.app.sig", &dir.join("poc.app.sig"))],
     );
     std::fs::copy(dir.join("key.asc"), www.join("key.asc")).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut server = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--directory")
-        .arg(&www)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the server answers (a loaded machine starts python slowly).
-    let ready = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < ready,
-            "http.server on {port} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let server = FileServer::start(&www);
+    let port = server.port();
     let stick = dir.join("desired");
     std::fs::create_dir_all(&stick).unwrap();
     std::fs::write(
@@ -318,8 +282,7 @@ fn main() {
         .output()
         .unwrap();
     let wall = t.elapsed().as_millis();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("signature verified") && err.contains("image archive image.tar loaded"),

@@ -14,9 +14,12 @@
 //! 3 s daemons).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 #[path = "../tests/common/engine.rs"]
 mod engine;
 
+use common::{bed, median, proc_status, status_kib, thread_cpu_ns};
 use margo_agent::compose::apply;
 use margo_agent::compose::libpod::CreateContext;
 use margo_agent::reconcile::{LABEL_DEPLOYMENT, LABEL_DEVICE, LABEL_MANAGED_BY, MANAGED_BY};
@@ -28,16 +31,6 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 const DEVICE: &str = "bench-otel";
-
-fn bed() -> BTreeMap<String, String> {
-    let path = std::env::var("MARGO_TESTBED").expect("set MARGO_TESTBED to a test bed's env file");
-    std::fs::read_to_string(path)
-        .expect("read bed env")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect()
-}
 
 /// A collector stand-in that reads each request whole and answers 200 (keep-alive).
 fn sink() -> u16 {
@@ -79,18 +72,6 @@ fn sink() -> u16 {
     port
 }
 
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn settings(port: u16, protocol: &str, compression: &str) -> Settings {
     let env: BTreeMap<&str, String> = [
         (
@@ -107,18 +88,8 @@ fn settings(port: u16, protocol: &str, compression: &str) -> Settings {
 
 /// (VmRSS KiB, RssAnon KiB, CPU ns) of a single-threaded process.
 fn proc_figures(pid: u32) -> (u64, u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib = |k: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap()
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let status = proc_status(&pid.to_string());
+    let kib = |k: &str| status_kib(&status, k);
     // schedstat: CPU nanoseconds of the (single) thread, not 10 ms ticks.
     let cpu_ns: u64 = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
         .unwrap()

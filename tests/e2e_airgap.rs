@@ -59,6 +59,11 @@ fn directory_source_converges_with_every_registry_stopped_and_refuses_what_the_r
     device.cleanup();
     let dir = device.dir.clone();
     let stick = dir.join("stick");
+    // Puts `doc` on the stick as its deployment and runs the agent once.
+    let run_with = |doc: &str| {
+        std::fs::write(stick.join("deployment.yaml"), doc).unwrap();
+        device.run_once()
+    };
     std::fs::create_dir_all(stick.join("packages")).unwrap();
     std::fs::create_dir_all(stick.join("keys")).unwrap();
     let gpg = Gpg::new(&dir, "vendor");
@@ -146,12 +151,7 @@ fn directory_source_converges_with_every_registry_stopped_and_refuses_what_the_r
         tar_gz(&[("poc.app", &evil), ("poc.app.sig", &sig)]),
     )
     .unwrap();
-    std::fs::write(
-        stick.join("deployment.yaml"),
-        doc.replace("packages/web.tar.gz", "packages/web2.tar.gz"),
-    )
-    .unwrap();
-    let (rc, log) = device.run_once();
+    let (rc, log) = run_with(&doc.replace("packages/web.tar.gz", "packages/web2.tar.gz"));
     assert_eq!(rc, 1, "{log}");
     let status = device.status();
     let dep = &status["deployments"]["airgap-1"];
@@ -245,29 +245,21 @@ fn directory_source_converges_with_every_registry_stopped_and_refuses_what_the_r
     tampered[n] ^= 0x01;
     std::fs::write(&layer_blob, &tampered).unwrap();
     let _ = std::fs::remove_dir_all(device.dir.join("work/packages"));
-    std::fs::write(
-        stick.join("deployment.yaml"),
-        common::deployment(
+    let (rc, log) = run_with(
+        &common::deployment(
             "airgap-1",
             "web",
             "oci://registry.example.invalid/apps/web3",
             "1.0.0",
         )
         .replace("timeout: 60s", "timeout: 61s"),
-    )
-    .unwrap();
-    let (rc, log) = device.run_once();
+    );
     assert_eq!(rc, 1, "{log}");
     assert!(log.contains("ERR_DIGEST_MISMATCH"), "{log}");
     assert_eq!(device.container_ids(), before);
 
     // A location leading out of the directory: the revision is refused by validation.
-    std::fs::write(
-        stick.join("deployment.yaml"),
-        doc.replace("packages/web.tar.gz", "../outside.tar.gz"),
-    )
-    .unwrap();
-    let (rc, log) = device.run_once();
+    let (rc, log) = run_with(&doc.replace("packages/web.tar.gz", "../outside.tar.gz"));
     assert_eq!(rc, 5, "{log}");
     assert!(log.contains("contains .."), "{log}");
     assert_eq!(device.container_ids(), before);

@@ -56,6 +56,12 @@ fn a_device_reaching_only_its_mirrors_converges_documents_naming_other_hosts() {
     let pkg_origin = pkg.replace(basic, ORIGIN);
     let doc = deployment("mirror-1", "web", &pkg_origin, "1.0.0");
     let on_mirror = format!("{basic}/e2e/{}/desired:latest", device.name);
+    // Publishes `docs` as the desired state on the mirror and runs the agent once.
+    let publish_and_run = |docs: &[&str]| {
+        let out = device.publish_desired_to(&on_mirror, docs, &[]);
+        assert!(out.status.success(), "publish desired state");
+        device.run_once()
+    };
     let out = device.publish_desired_to(&on_mirror, &[&doc], &[]);
     assert!(
         out.status.success(),
@@ -127,13 +133,7 @@ fn a_device_reaching_only_its_mirrors_converges_documents_naming_other_hosts() {
         &format!("https://{POC_ORIGIN}/v2/{repo}/blobs/{w}"),
         Some(&format!("https://{POC_ORIGIN}/v2/{repo}/blobs/{k}")),
     );
-    assert!(
-        device
-            .publish_desired_to(&on_mirror, &[&doc, &poc], &[])
-            .status
-            .success()
-    );
-    let (rc, log) = device.run_once();
+    let (rc, log) = publish_and_run(&[&doc, &poc]);
     assert_eq!(rc, 0, "PoC package through the mirror:\n{log}");
     assert!(log.contains("signature verified"), "{log}");
     assert!(
@@ -149,13 +149,7 @@ fn a_device_reaching_only_its_mirrors_converges_documents_naming_other_hosts() {
         &format!("https://{LIAR_ORIGIN}/v2/{repo}/blobs/{}", sha256(&wrapped)),
         Some(&format!("https://{POC_ORIGIN}/v2/{repo}/blobs/{k}")),
     );
-    assert!(
-        device
-            .publish_desired_to(&on_mirror, &[&doc, &lie], &[])
-            .status
-            .success()
-    );
-    let (rc, log) = device.run_once();
+    let (rc, log) = publish_and_run(&[&doc, &lie]);
     assert_eq!(rc, 1, "{log}");
     let status = device.status();
     let dep = &status["deployments"]["mirror-2"];

@@ -14,12 +14,14 @@
 //! the expected code, the workload of the previous revision runs on unchanged (same container
 //! ID, still answering), and no temporary `.app` is left in the work directory.
 mod common;
+#[path = "../benches/common/file_server.rs"]
+mod file_server;
 
 use common::pkg::{Gpg, app, compose, image_archive, tar_gz, url_deployment, wrapper};
 use common::raw_push::{descriptor, push_blob, push_manifest, sha256};
 use common::{Bed, Device, free_port, http_get};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use file_server::FileServer;
+use std::path::PathBuf;
 use std::time::Duration;
 
 const WEB_PAGE: &str = "margo test bed";
@@ -392,39 +394,6 @@ fn allow_plain_http(device: &Device, host: &str, extra: &str) {
     std::fs::write(&device.config, text).unwrap();
 }
 
-/// `python3 -m http.server` on a free port serving `dir`; killed on drop.
-struct FileServer(std::process::Child, u16);
-
-impl FileServer {
-    fn start(dir: &Path) -> FileServer {
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let s = FileServer(child, port);
-        assert!(http_get(port, "/", Duration::from_secs(10)).is_some());
-        s
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn plain_tarball_with_a_sibling_signature_and_signed_oci_packages() {
     let device = Device::new("pkg-sig");
@@ -437,7 +406,7 @@ fn plain_tarball_with_a_sibling_signature_and_signed_oci_packages() {
     let www = dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
     let server = FileServer::start(&www);
-    let host = format!("127.0.0.1:{}", server.1);
+    let host = format!("127.0.0.1:{}", server.port());
     std::fs::write(www.join("key.asc"), gpg.public_key()).unwrap();
     let key_file = dir.join("trusted.asc");
     std::fs::write(&key_file, gpg.public_key()).unwrap();
@@ -534,4 +503,20 @@ fn plain_tarball_with_a_sibling_signature_and_signed_oci_packages() {
             .contains(WEB_PAGE)
     );
     device.cleanup();
+}
+
+#[test]
+fn an_archive_that_cannot_be_read_is_reported_as_such_not_as_podman_unreachable() {
+    let bed = Bed::get();
+    let mut podman = common::engine::connect(bed.var("MARGO_TB_PODMAN_SOCK"));
+    // A directory opens like a file, but reading it fails (EISDIR) once the upload started.
+    let dir = std::env::temp_dir().join(format!("margo-unreadable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = podman.load_image(&dir).unwrap_err();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!e.is_unavailable(), "{e}");
+    assert_eq!(e.code(), "ERR_PODMAN_API", "{e}");
+    let text = e.to_string();
+    assert!(text.contains("cannot read the archive file"), "{text}");
+    assert!(text.contains(&dir.display().to_string()), "{text}");
 }

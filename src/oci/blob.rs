@@ -27,13 +27,13 @@ use ureq::http::{Response, Uri};
 /// Size of the copy buffer between the socket and the file.
 const COPY_BUFFER_BYTES: usize = 64 * 1024;
 
-/// What the streamed bytes must match.
-struct Expect<'a> {
-    digest: Option<&'a Digest>,
+/// What the copied bytes must match (see [`copy_to_file`]).
+pub(crate) struct Expect<'a> {
+    pub digest: Option<&'a Digest>,
     /// Declared size: exactly this many bytes must arrive.
-    size: Option<u64>,
+    pub size: Option<u64>,
     /// Cap when no size is declared.
-    cap: u64,
+    pub cap: u64,
 }
 
 impl OciClient {
@@ -315,7 +315,6 @@ fn stream_to_file(
     at: &Target,
 ) -> Result<(Digest, u64), OciError> {
     let length: Option<u64> = header(&resp, "content-length").and_then(|s| s.parse().ok());
-    let limit = expect.size.unwrap_or(expect.cap);
     // A Content-Length that cannot match is refused before a byte is read.
     match (expect.size, length) {
         (Some(declared), Some(n)) if n != declared => {
@@ -334,52 +333,90 @@ fn stream_to_file(
         }
         _ => {}
     }
-    let (tmp, file) = TempFile::create(dest).map_err(|e| file_err(at, dest, e))?;
+    let at_box = || Box::new(at.clone());
+    copy_to_file(resp.body_mut().as_reader(), dest, expect).map_err(|e| match e {
+        CopyError::Read(e) => OciError::interrupted(at_box(), &e),
+        CopyError::Write(e) => file_err(at, dest, e),
+        CopyError::SizeMismatch { declared, received } => OciError::SizeMismatch {
+            at: at_box(),
+            declared,
+            received,
+        },
+        CopyError::TooLarge { cap } => OciError::TooLarge {
+            at: at_box(),
+            size: None,
+            cap,
+        },
+        CopyError::DigestMismatch { expected, actual } => OciError::DigestMismatch {
+            at: at_box(),
+            expected,
+            actual,
+        },
+    })
+}
+
+/// Why [`copy_to_file`] stored nothing.
+#[derive(Debug)]
+pub(crate) enum CopyError {
+    /// Reading the source failed.
+    Read(io::Error),
+    /// Creating, writing, syncing or renaming the destination failed.
+    Write(io::Error),
+    /// A declared size was not what arrived.
+    SizeMismatch { declared: u64, received: u64 },
+    /// More than the cap arrived (no size declared).
+    TooLarge { cap: u64 },
+    /// The content is not the expected digest.
+    DigestMismatch { expected: Digest, actual: Digest },
+}
+
+/// Copies `from` to `dest` through SHA-256, reading at most one byte past the declared size
+/// (or the cap), and keeps the watchdog fed. Only content whose size and digest match
+/// `expect` is fsynced and renamed onto `dest` (from a temp file beside it, removed on any
+/// failure). Returns digest and size. Used for registry blobs, package URLs, local package
+/// files and files copied out of archives alike.
+pub(crate) fn copy_to_file(
+    from: impl Read,
+    dest: &Path,
+    expect: &Expect,
+) -> Result<(Digest, u64), CopyError> {
+    let limit = expect.size.unwrap_or(expect.cap);
+    let (tmp, file) = TempFile::create(dest).map_err(CopyError::Write)?;
     let mut out = HashingWriter::new(BufWriter::new(file));
-    let mut body = resp.body_mut().as_reader().take(limit.saturating_add(1));
+    let mut body = from.take(limit.saturating_add(1));
     let mut buf = vec![0u8; COPY_BUFFER_BYTES];
     loop {
         let n = match body.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(OciError::interrupted(Box::new(at.clone()), &e)),
+            Err(e) => return Err(CopyError::Read(e)),
         };
-        out.write_all(&buf[..n])
-            .map_err(|e| file_err(at, dest, e))?;
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
         crate::journal::keep_alive();
     }
     let (writer, digest, received) = out.finish();
     match expect.size {
         Some(declared) if received != declared => {
-            return Err(OciError::SizeMismatch {
-                at: Box::new(at.clone()),
-                declared,
-                received,
-            });
+            return Err(CopyError::SizeMismatch { declared, received });
         }
         None if received > expect.cap => {
-            return Err(OciError::TooLarge {
-                at: Box::new(at.clone()),
-                size: None,
-                cap: expect.cap,
-            });
+            return Err(CopyError::TooLarge { cap: expect.cap });
         }
         _ => {}
     }
     if let Some(expected) = expect.digest
         && *expected != digest
     {
-        return Err(OciError::DigestMismatch {
-            at: Box::new(at.clone()),
+        return Err(CopyError::DigestMismatch {
             expected: expected.clone(),
             actual: digest,
         });
     }
     let file = writer
         .into_inner()
-        .map_err(|e| file_err(at, dest, e.into_error()))?;
-    tmp.commit(file, dest).map_err(|e| file_err(at, dest, e))?;
+        .map_err(|e| CopyError::Write(e.into_error()))?;
+    tmp.commit(file, dest).map_err(CopyError::Write)?;
     Ok((digest, received))
 }
 

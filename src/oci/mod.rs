@@ -31,7 +31,7 @@ mod client_tests;
 #[cfg(test)]
 pub(crate) mod test_server;
 
-pub(crate) use blob::registry_blob_path;
+pub(crate) use blob::{CopyError, Expect, copy_to_file, registry_blob_path};
 pub use client::{FetchedManifest, ManifestHead, OciClient, RegistryAccess};
 pub use error::{OciError, Target};
 pub use manifest::{

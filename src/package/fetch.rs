@@ -214,10 +214,8 @@ pub fn fetch(
                         reason,
                     };
                     let src = local_file(base, rel).map_err(invalid)?;
-                    copy_hashing(&src, &partial, PACKAGE_MAX_BYTES).map_err(|e| {
-                        let _ = std::fs::remove_file(&partial);
-                        invalid(e)
-                    })?
+                    copy_hashing(&src, &partial, PACKAGE_MAX_BYTES, None)
+                        .map_err(|(_, e)| invalid(e))?
                 }
                 None => oci
                     .fetch_url_to_file(location.as_str(), None, PACKAGE_MAX_BYTES, &partial)
@@ -246,29 +244,40 @@ pub fn local_file(base: Option<&Path>, rel: &Path) -> Result<PathBuf, String> {
     crate::source::dir::resolve(base, rel)
 }
 
-/// Copies a local file to `dest` through SHA-256, refusing it past `cap` bytes.
-fn copy_hashing(src: &Path, dest: &Path, cap: u64) -> Result<Digest, String> {
-    use std::io::Read;
-    let file =
-        std::fs::File::open(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
-    let out = std::fs::File::create(dest)
-        .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
-    let mut w = crate::digest::HashingWriter::new(std::io::BufWriter::new(out));
-    let n = std::io::copy(&mut crate::journal::KeepAlive(file).take(cap + 1), &mut w)
-        .map_err(|e| format!("copying {}: {e}", src.display()))?;
-    if n > cap {
-        return Err(format!(
-            "{} is over the {cap}-byte package cap",
-            src.display()
-        ));
-    }
-    let (inner, digest, _) = w.finish();
-    let file = inner
-        .into_inner()
-        .map_err(|e| format!("writing {}: {e}", dest.display()))?;
-    file.sync_all()
-        .map_err(|e| format!("writing {}: {e}", dest.display()))?;
-    Ok(digest)
+/// Copies a local file to `dest` through SHA-256 ([`crate::oci::copy_to_file`]), refusing
+/// it past `cap` bytes or when it is not `expected`. Errors carry their code.
+fn copy_hashing(
+    src: &Path,
+    dest: &Path,
+    cap: u64,
+    expected: Option<&Digest>,
+) -> Result<Digest, (&'static str, String)> {
+    use crate::oci::CopyError;
+    let fetch_err = |m: String| ("ERR_PACKAGE_FETCH", m);
+    let file = std::fs::File::open(src)
+        .map_err(|e| fetch_err(format!("cannot read {}: {e}", src.display())))?;
+    let expect = crate::oci::Expect {
+        digest: expected,
+        size: None,
+        cap,
+    };
+    crate::oci::copy_to_file(file, dest, &expect)
+        .map(|(digest, _)| digest)
+        .map_err(|e| match e {
+            CopyError::Read(e) => fetch_err(format!("copying {}: {e}", src.display())),
+            CopyError::Write(e) => fetch_err(format!("writing {}: {e}", dest.display())),
+            CopyError::TooLarge { .. } | CopyError::SizeMismatch { .. } => fetch_err(format!(
+                "{} is over the {cap}-byte package cap",
+                src.display()
+            )),
+            CopyError::DigestMismatch { expected, actual } => (
+                "ERR_DIGEST_MISMATCH",
+                format!(
+                    "blob {} has digest {actual}, expected {expected}",
+                    src.display()
+                ),
+            ),
+        })
 }
 
 /// Where an OCI package's manifest and blobs are read from.
@@ -412,32 +421,9 @@ impl Store<'_> {
                 .map_err(StoreError::Oci),
             Store::Layout(dir) => {
                 let src = Self::blob_path(dir, &desc.digest);
-                let partial = dest.with_extension("partial");
-                let result = copy_hashing(&src, &partial, cap.min(desc.size))
-                    .map_err(|e| local("ERR_PACKAGE_FETCH", e))
-                    .and_then(|actual| {
-                        if actual == desc.digest {
-                            std::fs::rename(&partial, dest).map_err(|e| {
-                                local(
-                                    "ERR_LOCAL_IO",
-                                    format!("cannot move {}: {e}", dest.display()),
-                                )
-                            })
-                        } else {
-                            Err(local(
-                                "ERR_DIGEST_MISMATCH",
-                                format!(
-                                    "blob {} has digest {actual}, expected {}",
-                                    src.display(),
-                                    desc.digest
-                                ),
-                            ))
-                        }
-                    });
-                if result.is_err() {
-                    let _ = std::fs::remove_file(&partial);
-                }
-                result
+                copy_hashing(&src, dest, cap.min(desc.size), Some(&desc.digest))
+                    .map(|_| ())
+                    .map_err(|(code, e)| local(code, e))
             }
         }
     }

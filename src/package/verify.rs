@@ -27,7 +27,7 @@ use crate::model::{Component, PackageSource};
 use crate::oci::OciClient;
 use flate2::read::GzDecoder;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// Most entries a proof-of-concept wrapper may have (its two files and a directory or two).
@@ -359,17 +359,26 @@ fn open_wrapper(
     }
 }
 
-fn copy_capped(from: &mut impl Read, dest: &Path, cap: u64) -> Result<u64, String> {
-    let mut out =
-        File::create(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
-    let n = io::copy(&mut crate::journal::KeepAlive(from).take(cap + 1), &mut out)
-        .map_err(|e| format!("copying to {}: {e}", dest.display()))?;
-    if n > cap {
-        return Err(format!("is larger than the {cap}-byte cap"));
-    }
-    out.flush()
-        .map_err(|e| format!("writing {}: {e}", dest.display()))?;
-    Ok(n)
+/// Copies `from` to `dest`, refusing it past `cap` bytes ([`crate::oci::copy_to_file`]).
+fn copy_capped(from: impl Read, dest: &Path, cap: u64) -> Result<u64, String> {
+    use crate::oci::CopyError;
+    let expect = crate::oci::Expect {
+        digest: None,
+        size: None,
+        cap,
+    };
+    crate::oci::copy_to_file(from, dest, &expect)
+        .map(|(_, n)| n)
+        .map_err(|e| match e {
+            CopyError::Read(e) => format!("copying to {}: {e}", dest.display()),
+            CopyError::Write(e) => format!("writing {}: {e}", dest.display()),
+            CopyError::TooLarge { .. } | CopyError::SizeMismatch { .. } => {
+                format!("is larger than the {cap}-byte cap")
+            }
+            CopyError::DigestMismatch { expected, actual } => {
+                format!("is {actual}, not {expected}")
+            }
+        })
 }
 
 #[cfg(test)]

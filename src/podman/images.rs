@@ -5,8 +5,26 @@
 use super::{PodmanError, Response};
 use crate::http::query_escape;
 use serde::Deserialize;
+use std::cell::RefCell;
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
+use std::rc::Rc;
+
+/// The archive as the upload body. A read failure is kept aside, so that the failed upload
+/// is reported as the archive being unreadable, not as Podman being unreachable.
+struct ArchiveBody {
+    file: crate::journal::KeepAlive<File>,
+    failed: Rc<RefCell<Option<String>>>,
+}
+
+impl Read for ArchiveBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.file.read(buf).inspect_err(|e| {
+            *self.failed.borrow_mut() = Some(e.to_string());
+        })
+    }
+}
 
 /// A local image as `GET /libpod/images/json` lists it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -39,14 +57,16 @@ impl super::Podman {
             reason: format!("cannot open: {e}"),
         })?;
         self.writes += 1;
+        let read_failed = Rc::new(RefCell::new(None));
         let url = self.url("/images/load");
         let req = ureq::http::Request::builder()
             .method("POST")
             .uri(&url)
             .header("content-type", "application/x-tar")
-            .body(ureq::SendBody::from_owned_reader(
-                crate::journal::KeepAlive(file),
-            ))
+            .body(ureq::SendBody::from_owned_reader(ArchiveBody {
+                file: crate::journal::KeepAlive(file),
+                failed: Rc::clone(&read_failed),
+            }))
             .map_err(|e| super::protocol(op, &target, e.to_string()))?;
         let timeout = self.timeouts.pull;
         let req = self
@@ -54,7 +74,16 @@ impl super::Podman {
             .configure_request(req)
             .timeout_global(Some(timeout))
             .build();
-        let resp: Response = self.agent.run(req).map_err(|e| match e {
+        let result = self.agent.run(req);
+        if let Some(reason) = read_failed.borrow_mut().take() {
+            // Whatever the upload's error says, it ended because the file could not be read.
+            return Err(PodmanError::Protocol {
+                op,
+                target,
+                reason: format!("cannot read the archive file: {reason}; the upload was cut off"),
+            });
+        }
+        let resp: Response = result.map_err(|e| match e {
             ureq::Error::Timeout(_) => PodmanError::Timeout {
                 op,
                 target: target.clone(),
