@@ -12,6 +12,7 @@
 use super::client::{self, CallError};
 use super::config::WfmConfig;
 use crate::identity::{DeviceKey, pem_decode, pem_encode, write_private};
+use crate::oci::authority_of;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -58,9 +59,9 @@ pub struct Onboarded {
     pub token_agent: ureq::Agent,
 }
 
-fn authority(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.split('/').next().unwrap_or(rest)
+/// Whether two URLs name the same `host[:port]` (host names compare case-insensitively).
+fn same_authority(a: &str, b: &str) -> bool {
+    matches!((authority_of(a), authority_of(b)), (Some(x), Some(y)) if x == y)
 }
 
 fn pinned_roots(pem: &[u8], origin: &str) -> Result<Arc<Vec<Certificate<'static>>>, String> {
@@ -88,7 +89,7 @@ impl Onboarded {
     ) -> Result<Onboarded, String> {
         let roots = pinned_roots(ca_pem, &cfg.data_dir.join(CA_FILE).display().to_string())?;
         let agent = client::agent(roots.clone(), cfg.call_timeout);
-        let token_agent = if authority(&record.token_url) == authority(&record.url) {
+        let token_agent = if same_authority(&record.token_url, &record.url) {
             agent.clone()
         } else {
             client::agent(device_roots.clone(), cfg.call_timeout)
@@ -288,4 +289,25 @@ pub fn onboard(
     crate::state::write_atomically(&dir.join(RECORD_FILE), &rec_json)
         .map_err(|e| io(&dir.join(RECORD_FILE), e))?;
     Onboarded::build(cfg, record, secrets, &ca_pem, &roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_url_on_the_wfm_host_is_recognised_whatever_the_case() {
+        assert!(same_authority(
+            "https://WFM.example:8443/oauth/token",
+            "https://wfm.example:8443/api/v1"
+        ));
+        assert!(!same_authority(
+            "https://idp.example/oauth/token",
+            "https://wfm.example/api/v1"
+        ));
+        assert!(!same_authority(
+            "https://wfm.example:9443/token",
+            "https://wfm.example:8443/api/v1"
+        ));
+    }
 }
