@@ -173,19 +173,11 @@ pub fn call(
 /// A body for a journal line: one line, capped.
 pub fn quote(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let mut one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if one.is_empty() {
         return "(empty body)".into();
     }
-    if one.len() > QUOTE_MAX {
-        let mut cut = QUOTE_MAX;
-        while !one.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        one.truncate(cut);
-        one.push('…');
-    }
-    one
+    crate::journal::ellipsize(&one, QUOTE_MAX)
 }
 
 /// Sends a signed JSON body.

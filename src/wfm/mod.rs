@@ -39,17 +39,6 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn cut(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut n = max;
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    format!("{}…", &s[..n])
-}
-
 /// The `DeploymentStatus` body of deployment `id` as the state file has it; `removed` reports
 /// its removal (every component `Removed`).
 pub fn status_body(state: &State, id: &str, removed: bool) -> Option<(String, Value)> {
@@ -57,7 +46,7 @@ pub fn status_body(state: &State, id: &str, removed: bool) -> Option<(String, Va
     let phase = if removed { Phase::Removed } else { r.phase };
     let err = |f: &Option<crate::state::Failure>| {
         f.as_ref()
-            .map(|f| json!({"code": f.code, "message": cut(&f.message, REPORT_MESSAGE_MAX)}))
+            .map(|f| json!({"code": f.code, "message": journal::ellipsize(&f.message, REPORT_MESSAGE_MAX)}))
     };
     let mut status = json!({"state": phase.as_str()});
     if let (Some(e), false) = (err(&r.error), removed) {
