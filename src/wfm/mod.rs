@@ -114,11 +114,11 @@ pub fn report(config: &Config, state: &mut State, id: &str, removed: bool) {
     }
 }
 
-/// The backoff after `failures` consecutive failed calls: `min` doubling up to `max`. The
-/// job waits half of it plus a random part up to the other half.
+/// The backoff after `failures` consecutive failed calls: `min` doubling up to `max`, the
+/// same doubling as the desired-state poll's retries ([`crate::daemon::next_poll_delay`]).
+/// The job waits half of it plus a random part up to the other half.
 pub fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
-    let factor = 1u32 << failures.saturating_sub(1).min(16);
-    min.saturating_mul(factor).min(max.max(min))
+    crate::daemon::next_poll_delay(min, max, failures)
 }
 
 /// The WFM job.
@@ -646,5 +646,20 @@ pub fn onboard_command(mut config: Config, force: bool) -> u8 {
             journal::error(&e, &[]);
             exit::CONFIG
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_retry_min_up_to_retry_max() {
+        let (min, max) = (Duration::from_secs(5), Duration::from_secs(600));
+        let secs: Vec<u64> = (0..10).map(|n| backoff(min, max, n).as_secs()).collect();
+        assert_eq!(secs, [5, 5, 10, 20, 40, 80, 160, 320, 600, 600]);
+        assert_eq!(backoff(min, max, u32::MAX), max);
+        // A retry_max below retry_min: retry_min wins.
+        assert_eq!(backoff(min, Duration::from_secs(1), 3), min);
     }
 }
