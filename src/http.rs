@@ -50,23 +50,28 @@ pub fn load_pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>, HttpErro
         path: path.to_path_buf(),
         source,
     })?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&bytes) {
-        match item {
-            Ok(PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => {
-                return Err(HttpError::CaInvalid {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                });
-            }
-        }
-    }
+    let certs = pem_certs(&bytes).map_err(|reason| HttpError::CaInvalid {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     if certs.is_empty() {
         return Err(HttpError::CaEmpty {
             path: path.to_path_buf(),
         });
+    }
+    Ok(certs)
+}
+
+/// Every certificate in PEM text (other PEM items, such as keys, are skipped; none found is
+/// an empty list). `Err`: the parser's reason when the PEM is malformed.
+pub fn pem_certs(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
     }
     Ok(certs)
 }

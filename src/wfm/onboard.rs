@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use ureq::tls::{Certificate, PemItem};
+use ureq::tls::Certificate;
 
 pub const CA_FILE: &str = "ca.pem";
 pub const RECORD_FILE: &str = "onboarding.json";
@@ -65,14 +65,8 @@ fn same_authority(a: &str, b: &str) -> bool {
 }
 
 fn pinned_roots(pem: &[u8], origin: &str) -> Result<Arc<Vec<Certificate<'static>>>, String> {
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(pem) {
-        match item {
-            Ok(PemItem::Certificate(c)) => certs.push(c.to_owned()),
-            Ok(_) => {}
-            Err(e) => return Err(format!("{origin}: not a PEM certificate: {e}")),
-        }
-    }
+    let certs =
+        crate::http::pem_certs(pem).map_err(|e| format!("{origin}: not a PEM certificate: {e}"))?;
     if certs.is_empty() {
         return Err(format!("{origin}: holds no certificate"));
     }
@@ -309,5 +303,19 @@ mod tests {
             "https://wfm.example:9443/token",
             "https://wfm.example:8443/api/v1"
         ));
+    }
+
+    #[test]
+    fn a_ca_answer_without_a_certificate_is_refused_naming_its_origin() {
+        for pem in [
+            &b"not PEM at all"[..],
+            b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        ] {
+            let e = pinned_roots(pem, "https://wfm.example/onboarding/certificate").unwrap_err();
+            assert!(
+                e.starts_with("https://wfm.example/onboarding/certificate: "),
+                "{e}"
+            );
+        }
     }
 }
