@@ -4,7 +4,7 @@
 use crate::identity::DeviceKey;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::tls::Certificate;
 
 /// Largest answer read from the WFM (tokens, onboarding, problem bodies); a bigger one is an
 /// error and is not read further.
@@ -38,19 +38,14 @@ impl std::fmt::Display for CallError {
 }
 
 /// A client trusting only `roots` (the pinned WFM CA, or the device's trust store for the
-/// first onboarding call), with the WFM call deadline and no redirects.
+/// first onboarding call): [`crate::http::client_config`]'s settings, but the WFM call
+/// deadline (`wfm.call_timeout`) instead of the registry one, and no redirects — a signed
+/// request with a bearer token goes to the WFM it was made for or nowhere.
 pub fn agent(roots: Arc<Vec<Certificate<'static>>>, timeout: Duration) -> ureq::Agent {
-    crate::http::install_crypto_provider();
-    let tls = TlsConfig::builder()
-        .root_certs(RootCerts::Specific(roots))
-        .build();
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
+    crate::http::client_config(&roots)
         .max_redirects(0)
         .timeout_connect(Some(timeout.min(crate::http::CONNECT_TIMEOUT)))
         .timeout_global(Some(timeout))
-        .user_agent(concat!("margo-agent/", env!("CARGO_PKG_VERSION")))
-        .tls_config(tls)
         .build()
         .new_agent()
 }
