@@ -24,7 +24,8 @@ pub enum CallError {
     /// 401 (token rejected or expired).
     Unauthorized(String),
     /// Any other 4xx, or an answer that cannot be what was asked for: not worth retrying.
-    Refused(String),
+    /// `status`: the HTTP status the WFM answered, when it answered.
+    Refused { reason: String, status: Option<u16> },
 }
 
 impl std::fmt::Display for CallError {
@@ -32,7 +33,7 @@ impl std::fmt::Display for CallError {
         match self {
             CallError::Retry { reason, .. }
             | CallError::Unauthorized(reason)
-            | CallError::Refused(reason) => f.write_str(reason),
+            | CallError::Refused { reason, .. } => f.write_str(reason),
         }
     }
 }
@@ -126,7 +127,10 @@ pub fn call(
                 "{url} answered {status} with a body over the {ANSWER_MAX_BYTES}-byte cap; answer ignored"
             );
             return Err(if (200..300).contains(&status) {
-                CallError::Refused(reason)
+                CallError::Refused {
+                    reason,
+                    status: Some(status),
+                }
             } else {
                 CallError::Retry {
                     reason,
@@ -158,10 +162,10 @@ pub fn call(
             reason: format!("{url} answered {status}: {}", quoted()),
             retry_after,
         }),
-        _ => Err(CallError::Refused(format!(
-            "{url} answered {status}: {}",
-            quoted()
-        ))),
+        _ => Err(CallError::Refused {
+            reason: format!("{url} answered {status}: {}", quoted()),
+            status: Some(status),
+        }),
     }
 }
 
@@ -186,7 +190,10 @@ pub fn signed_json(
 ) -> Result<Answer, CallError> {
     let sig = key
         .payload_signature(body)
-        .map_err(|e| CallError::Refused(format!("{url}: {e}")))?;
+        .map_err(|e| CallError::Refused {
+            reason: format!("{url}: signing the request with the device key failed: {e}"),
+            status: None,
+        })?;
     let bearer = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![
         ("Content-Type", "application/json"),
@@ -230,9 +237,12 @@ pub fn fetch_token(
         Some(form.as_bytes()),
     )
     .map_err(|e| match e {
-        CallError::Unauthorized(r) => CallError::Refused(format!(
-            "{r}; the client credentials from onboarding were refused: re-onboard with `margo-agent onboard --force`"
-        )),
+        CallError::Unauthorized(r) => CallError::Refused {
+            reason: format!(
+                "{r}; the client credentials from onboarding were refused: re-onboard with `margo-agent onboard --force`"
+            ),
+            status: Some(401),
+        },
         other => other,
     })?;
     let v: serde_json::Value =
@@ -269,6 +279,30 @@ pub fn fetch_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_carries_the_answered_status() {
+        use crate::oci::test_server::{Reply, Request, TestServer};
+        let server = TestServer::start(|_| {
+            |req: &Request| match req.path() {
+                "/conflict" => Reply::new(409).body("already exists"),
+                "/bad" => Reply::new(400).body("field x: 409 is not allowed"),
+                _ => Reply::new(503),
+            }
+        });
+        let agent = agent(Arc::new(Vec::new()), Duration::from_secs(5));
+        let url = |p: &str| format!("http://{}{p}", server.host());
+        let status = |p: &str| match call(&agent, "POST", &url(p), &[], Some(b"{}")) {
+            Err(CallError::Refused { status, .. }) => status,
+            other => panic!("{p}: {other:?}", other = other.map(|a| a.status)),
+        };
+        assert_eq!(status("/conflict"), Some(409));
+        assert_eq!(status("/bad"), Some(400));
+        assert!(matches!(
+            call(&agent, "GET", &url("/down"), &[], None),
+            Err(CallError::Retry { .. })
+        ));
+    }
 
     #[test]
     fn quote_is_one_capped_line() {

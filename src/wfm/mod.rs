@@ -340,7 +340,10 @@ impl Wfm {
             return Ok(t.value.clone());
         }
         let Some(o) = &self.onboarded else {
-            return Err(CallError::Refused("not onboarded".into()));
+            return Err(CallError::Refused {
+                reason: "not onboarded".into(),
+                status: None,
+            });
         };
         let t = client::fetch_token(
             &o.token_agent,
@@ -361,13 +364,18 @@ impl Wfm {
             // token endpoint said.
             let token = self.token().map_err(|e| match e {
                 CallError::Retry { .. } => e,
-                CallError::Refused(reason) | CallError::Unauthorized(reason) => CallError::Retry {
-                    reason,
-                    retry_after: None,
-                },
+                CallError::Refused { reason, .. } | CallError::Unauthorized(reason) => {
+                    CallError::Retry {
+                        reason,
+                        retry_after: None,
+                    }
+                }
             })?;
             let Some(o) = &self.onboarded else {
-                return Err(CallError::Refused("not onboarded".into()));
+                return Err(CallError::Refused {
+                    reason: "not onboarded".into(),
+                    status: None,
+                });
             };
             let url = format!("{}{path}", o.record.url.trim_end_matches('/'));
             match client::signed_json(&o.agent, &self.key, method, &url, Some(&token), body) {
@@ -493,7 +501,7 @@ impl Wfm {
                     changed = true;
                     self.note_success();
                 }
-                Err(CallError::Refused(r)) => {
+                Err(CallError::Refused { reason: r, .. }) => {
                     journal::error(
                         &format!(
                             "deployment {:?}: the WFM refused status report {} ({r}); the report is dropped, later ones are still sent",
@@ -530,29 +538,28 @@ impl Wfm {
             "/device/{}/capabilities",
             crate::http::query_escape(&self.device_id)
         );
-        let first = if state.wfm.capabilities.is_none() {
+        let mut method = if state.wfm.capabilities.is_none() {
             "POST"
         } else {
             "PUT"
         };
-        let result = match self.authorised(first, &path, body.as_bytes()) {
-            // 409: they exist already (state file lost); 404: they do not (WFM reset).
-            Err(CallError::Refused(r)) if r.contains(" 409") || r.contains(" 404") => {
-                let other = if first == "POST" { "PUT" } else { "POST" };
-                self.authorised(other, &path, body.as_bytes())
-            }
-            other => other,
-        };
+        let mut result = self.authorised(method, &path, body.as_bytes());
+        if let Err(e) = &result
+            && let Some(other) = capabilities_fallback(method, e)
+        {
+            method = other;
+            result = self.authorised(method, &path, body.as_bytes());
+        }
         match result {
             Ok(()) => {
                 journal::notice(
-                    &format!("capabilities sent to the WFM ({first} {})", &hash[..19]),
+                    &format!("capabilities sent to the WFM ({method} {})", &hash[..19]),
                     &[],
                 );
                 state.wfm.capabilities = Some(hash);
                 Ok(true)
             }
-            Err(CallError::Refused(r)) => {
+            Err(CallError::Refused { reason: r, .. }) => {
                 journal::error(
                     &format!(
                         "the WFM refused the capabilities document ({r}); sent again when they change or after a restart"
@@ -564,6 +571,19 @@ impl Wfm {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The other method to try when the WFM refused capabilities sent with `method`: 409 to a
+/// POST (they exist already: the state file was lost) or 404 to a PUT or POST (they do not:
+/// the WFM was reset). Decided on the answer's status, never on its text.
+fn capabilities_fallback(method: &str, e: &CallError) -> Option<&'static str> {
+    match e {
+        CallError::Refused {
+            status: Some(404 | 409),
+            ..
+        } => Some(if method == "POST" { "PUT" } else { "POST" }),
+        _ => None,
     }
 }
 
@@ -652,6 +672,37 @@ pub fn onboard_command(mut config: Config, force: bool) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refused(status: Option<u16>, reason: &str) -> CallError {
+        CallError::Refused {
+            reason: reason.into(),
+            status,
+        }
+    }
+
+    #[test]
+    fn capabilities_fall_back_on_404_and_409_status_only() {
+        assert_eq!(
+            capabilities_fallback("POST", &refused(Some(409), "x")),
+            Some("PUT")
+        );
+        assert_eq!(
+            capabilities_fallback("PUT", &refused(Some(404), "x")),
+            Some("POST")
+        );
+        // A 400 whose body happens to mention 404 or 409 is a refusal, not a fallback.
+        let quoted = "https://wfm/x answered 400: field foo: 409 is not a port; see 404";
+        assert_eq!(
+            capabilities_fallback("POST", &refused(Some(400), quoted)),
+            None
+        );
+        assert_eq!(capabilities_fallback("PUT", &refused(None, " 404 ")), None);
+        let retry = CallError::Retry {
+            reason: "answered 409".into(),
+            retry_after: None,
+        };
+        assert_eq!(capabilities_fallback("POST", &retry), None);
+    }
 
     #[test]
     fn backoff_doubles_from_retry_min_up_to_retry_max() {

@@ -214,7 +214,7 @@ pub fn onboard(
         request.to_string().as_bytes(),
     )
     .map_err(|e| match e {
-        CallError::Refused(r) | CallError::Unauthorized(r) => {
+        CallError::Refused { reason: r, .. } | CallError::Unauthorized(r) => {
             format!("{r}; the device is not onboarded")
         }
         CallError::Retry { reason, .. } => reason,
