@@ -65,7 +65,7 @@ fn transport_error(url: &str, e: &ureq::Error) -> CallError {
         _ if text.contains("certificate") || matches!(e, ureq::Error::Tls(_)) => format!(
             "{url}: TLS failed ({text}); the WFM's certificate must be issued by the CA pinned at onboarding"
         ),
-        _ => format!("{url}: {text}"),
+        _ => format!("{url} not reachable: {text}"),
     };
     CallError::Retry {
         reason,

@@ -341,7 +341,7 @@ impl Wfm {
         }
         let Some(o) = &self.onboarded else {
             return Err(CallError::Refused {
-                reason: "not onboarded".into(),
+                reason: "the device is not onboarded with the WFM yet".into(),
                 status: None,
             });
         };
@@ -373,7 +373,7 @@ impl Wfm {
             })?;
             let Some(o) = &self.onboarded else {
                 return Err(CallError::Refused {
-                    reason: "not onboarded".into(),
+                    reason: "the device is not onboarded with the WFM yet".into(),
                     status: None,
                 });
             };
@@ -562,7 +562,7 @@ impl Wfm {
             Err(CallError::Refused { reason: r, .. }) => {
                 journal::error(
                     &format!(
-                        "the WFM refused the capabilities document ({r}); sent again when they change or after a restart"
+                        "the WFM refused the capabilities document ({r}); they are not sent again until they change"
                     ),
                     &[("ERROR_CODE", "ERR_WFM_REFUSED")],
                 );

@@ -106,7 +106,12 @@ impl Onboarded {
         let text = match std::fs::read(&rec_path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", rec_path.display())),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read the onboarding record {} ({e}); make it readable by the agent, or onboard again with `margo-agent onboard --force`",
+                    rec_path.display()
+                ));
+            }
         };
         let bad = |p: &Path, e: &dyn std::fmt::Display| {
             format!(
@@ -121,7 +126,11 @@ impl Onboarded {
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| bad(&sec_path, &e)))?;
         let ca_path = dir.join(CA_FILE);
         let ca = std::fs::read(&ca_path).map_err(|e| bad(&ca_path, &e))?;
-        Onboarded::build(cfg, record, secrets, &ca, device_roots).map(Some)
+        Onboarded::build(cfg, record, secrets, &ca, device_roots)
+            .map(Some)
+            .map_err(|e| {
+                format!("the pinned WFM CA {e}; onboard again with `margo-agent onboard --force`")
+            })
     }
 
     /// The desired-state location handed out at onboarding fills an empty
@@ -272,7 +281,12 @@ pub fn onboard(
             .map(str::to_string),
     };
     let dir = &cfg.data_dir;
-    let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
+    let io = |p: &Path, e: std::io::Error| {
+        format!(
+            "cannot write {} ({e}); wfm.data_dir must be writable by the agent, the device is not onboarded",
+            p.display()
+        )
+    };
     let sec_json = serde_json::to_vec_pretty(&secrets).map_err(|e| e.to_string())?;
     write_private(&dir.join(SECRETS_FILE), &sec_json)
         .map_err(|e| io(&dir.join(SECRETS_FILE), e))?;
