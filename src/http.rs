@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use ureq::config::ConfigBuilder;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::typestate::AgentScope;
 
 /// Time allowed to establish a TCP (and TLS) connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,23 +52,28 @@ pub fn load_pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>, HttpErro
         path: path.to_path_buf(),
         source,
     })?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&bytes) {
-        match item {
-            Ok(PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => {
-                return Err(HttpError::CaInvalid {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                });
-            }
-        }
-    }
+    let certs = pem_certs(&bytes).map_err(|reason| HttpError::CaInvalid {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     if certs.is_empty() {
         return Err(HttpError::CaEmpty {
             path: path.to_path_buf(),
         });
+    }
+    Ok(certs)
+}
+
+/// Every certificate in PEM text (other PEM items, such as keys, are skipped; none found is
+/// an empty list). `Err`: the parser's reason when the PEM is malformed.
+pub fn pem_certs(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
     }
     Ok(certs)
 }
@@ -93,20 +100,28 @@ pub fn trust_roots(
 /// deadlines are set by callers with `timeout_global` ([`API_CALL_TIMEOUT`] or
 /// [`TRANSFER_TIMEOUT`]).
 pub fn client(roots: &Arc<Vec<Certificate<'static>>>) -> ureq::Agent {
+    client_config(roots)
+        .max_redirects(MAX_REDIRECTS)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_per_read(Some(READ_STALL_TIMEOUT))
+        .timeout_global(Some(API_CALL_TIMEOUT))
+        .build()
+        .new_agent()
+}
+
+/// What every margo-agent client has in common: ring as the TLS provider, trust in `roots`
+/// only, status codes returned rather than turned into errors, margo-agent's `User-Agent`.
+/// A caller with its own redirect policy and deadlines (the Fleet Manager's client) adds
+/// them; everyone else uses [`client`].
+pub fn client_config(roots: &Arc<Vec<Certificate<'static>>>) -> ConfigBuilder<AgentScope> {
     install_crypto_provider();
     let tls = TlsConfig::builder()
         .root_certs(RootCerts::Specific(roots.clone()))
         .build();
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .max_redirects(MAX_REDIRECTS)
-        .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_per_read(Some(READ_STALL_TIMEOUT))
-        .timeout_global(Some(API_CALL_TIMEOUT))
         .user_agent(concat!("margo-agent/", env!("CARGO_PKG_VERSION")))
         .tls_config(tls)
-        .build()
-        .new_agent()
 }
 
 /// Percent-encodes a query-string value (RFC 3986 unreserved characters pass through).

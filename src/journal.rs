@@ -141,14 +141,29 @@ pub fn debug(message: &str, fields: &[(&str, &str)]) {
 }
 
 fn cut(message: &str) -> &str {
-    if message.len() <= MESSAGE_MAX_BYTES {
-        return message;
+    prefix_within(message, MESSAGE_MAX_BYTES)
+}
+
+/// The longest prefix of `s` that is at most `max` bytes and ends on a character boundary.
+pub fn prefix_within(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
     }
-    let mut end = MESSAGE_MAX_BYTES;
-    while !message.is_char_boundary(end) {
+    let mut end = max;
+    while !s.is_char_boundary(end) {
         end -= 1;
     }
-    &message[..end]
+    &s[..end]
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with `…` appended when cut.
+pub fn ellipsize(s: &str, max: usize) -> String {
+    let kept = prefix_within(s, max);
+    if kept.len() == s.len() {
+        s.to_string()
+    } else {
+        format!("{kept}…")
+    }
 }
 
 /// Builds a native-protocol datagram.
@@ -279,15 +294,7 @@ impl<R: std::io::Read> std::io::Read for KeepAlive<R> {
 
 /// Sends a `STATUS=` line (what `systemctl status` shows), kept to one short line.
 pub fn status(text: &str) {
-    let mut line: String = text.replace('\n', " ");
-    if line.len() > STATUS_MAX_BYTES {
-        let mut end = STATUS_MAX_BYTES;
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        line.truncate(end);
-        line.push('…');
-    }
+    let line = ellipsize(&text.replace('\n', " "), STATUS_MAX_BYTES);
     notify(&format!("STATUS={line}"));
 }
 
@@ -330,6 +337,15 @@ mod tests {
         let c = cut(&long);
         assert!(c.len() <= MESSAGE_MAX_BYTES);
         assert!(c.chars().all(|ch| ch == 'é'));
+    }
+
+    #[test]
+    fn ellipsize_marks_a_cut_and_keeps_short_text() {
+        assert_eq!(ellipsize("short", 10), "short");
+        assert_eq!(ellipsize("abcdef", 6), "abcdef");
+        assert_eq!(ellipsize("abcdef", 4), "abcd…");
+        // 'é' is two bytes: a cut at 3 bytes backs off to the boundary at 2.
+        assert_eq!(ellipsize("ééé", 3), "é…");
     }
 
     #[test]

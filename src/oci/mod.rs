@@ -40,3 +40,4 @@ pub use manifest::{
 };
 pub use push::{BlobSource, join_location};
 pub use reference::Reference;
+pub(crate) use request::authority_of;

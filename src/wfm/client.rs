@@ -4,7 +4,7 @@
 use crate::identity::DeviceKey;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::tls::Certificate;
 
 /// Largest answer read from the WFM (tokens, onboarding, problem bodies); a bigger one is an
 /// error and is not read further.
@@ -24,7 +24,8 @@ pub enum CallError {
     /// 401 (token rejected or expired).
     Unauthorized(String),
     /// Any other 4xx, or an answer that cannot be what was asked for: not worth retrying.
-    Refused(String),
+    /// `status`: the HTTP status the WFM answered, when it answered.
+    Refused { reason: String, status: Option<u16> },
 }
 
 impl std::fmt::Display for CallError {
@@ -32,25 +33,20 @@ impl std::fmt::Display for CallError {
         match self {
             CallError::Retry { reason, .. }
             | CallError::Unauthorized(reason)
-            | CallError::Refused(reason) => f.write_str(reason),
+            | CallError::Refused { reason, .. } => f.write_str(reason),
         }
     }
 }
 
 /// A client trusting only `roots` (the pinned WFM CA, or the device's trust store for the
-/// first onboarding call), with the WFM call deadline and no redirects.
+/// first onboarding call): [`crate::http::client_config`]'s settings, but the WFM call
+/// deadline (`wfm.call_timeout`) instead of the registry one, and no redirects — a signed
+/// request with a bearer token goes to the WFM it was made for or nowhere.
 pub fn agent(roots: Arc<Vec<Certificate<'static>>>, timeout: Duration) -> ureq::Agent {
-    crate::http::install_crypto_provider();
-    let tls = TlsConfig::builder()
-        .root_certs(RootCerts::Specific(roots))
-        .build();
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
+    crate::http::client_config(&roots)
         .max_redirects(0)
         .timeout_connect(Some(timeout.min(crate::http::CONNECT_TIMEOUT)))
         .timeout_global(Some(timeout))
-        .user_agent(concat!("margo-agent/", env!("CARGO_PKG_VERSION")))
-        .tls_config(tls)
         .build()
         .new_agent()
 }
@@ -69,7 +65,7 @@ fn transport_error(url: &str, e: &ureq::Error) -> CallError {
         _ if text.contains("certificate") || matches!(e, ureq::Error::Tls(_)) => format!(
             "{url}: TLS failed ({text}); the WFM's certificate must be issued by the CA pinned at onboarding"
         ),
-        _ => format!("{url}: {text}"),
+        _ => format!("{url} not reachable: {text}"),
     };
     CallError::Retry {
         reason,
@@ -131,7 +127,10 @@ pub fn call(
                 "{url} answered {status} with a body over the {ANSWER_MAX_BYTES}-byte cap; answer ignored"
             );
             return Err(if (200..300).contains(&status) {
-                CallError::Refused(reason)
+                CallError::Refused {
+                    reason,
+                    status: Some(status),
+                }
             } else {
                 CallError::Retry {
                     reason,
@@ -163,29 +162,21 @@ pub fn call(
             reason: format!("{url} answered {status}: {}", quoted()),
             retry_after,
         }),
-        _ => Err(CallError::Refused(format!(
-            "{url} answered {status}: {}",
-            quoted()
-        ))),
+        _ => Err(CallError::Refused {
+            reason: format!("{url} answered {status}: {}", quoted()),
+            status: Some(status),
+        }),
     }
 }
 
 /// A body for a journal line: one line, capped.
 pub fn quote(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let mut one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if one.is_empty() {
         return "(empty body)".into();
     }
-    if one.len() > QUOTE_MAX {
-        let mut cut = QUOTE_MAX;
-        while !one.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        one.truncate(cut);
-        one.push('…');
-    }
-    one
+    crate::journal::ellipsize(&one, QUOTE_MAX)
 }
 
 /// Sends a signed JSON body.
@@ -199,7 +190,10 @@ pub fn signed_json(
 ) -> Result<Answer, CallError> {
     let sig = key
         .payload_signature(body)
-        .map_err(|e| CallError::Refused(format!("{url}: {e}")))?;
+        .map_err(|e| CallError::Refused {
+            reason: format!("{url}: signing the request with the device key failed: {e}"),
+            status: None,
+        })?;
     let bearer = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![
         ("Content-Type", "application/json"),
@@ -243,9 +237,12 @@ pub fn fetch_token(
         Some(form.as_bytes()),
     )
     .map_err(|e| match e {
-        CallError::Unauthorized(r) => CallError::Refused(format!(
-            "{r}; the client credentials from onboarding were refused: re-onboard with `margo-agent onboard --force`"
-        )),
+        CallError::Unauthorized(r) => CallError::Refused {
+            reason: format!(
+                "{r}; the client credentials from onboarding were refused: re-onboard with `margo-agent onboard --force`"
+            ),
+            status: Some(401),
+        },
         other => other,
     })?;
     let v: serde_json::Value =
@@ -282,6 +279,30 @@ pub fn fetch_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_carries_the_answered_status() {
+        use crate::oci::test_server::{Reply, Request, TestServer};
+        let server = TestServer::start(|_| {
+            |req: &Request| match req.path() {
+                "/conflict" => Reply::new(409).body("already exists"),
+                "/bad" => Reply::new(400).body("field x: 409 is not allowed"),
+                _ => Reply::new(503),
+            }
+        });
+        let agent = agent(Arc::new(Vec::new()), Duration::from_secs(5));
+        let url = |p: &str| format!("http://{}{p}", server.host());
+        let status = |p: &str| match call(&agent, "POST", &url(p), &[], Some(b"{}")) {
+            Err(CallError::Refused { status, .. }) => status,
+            other => panic!("{p}: {other:?}", other = other.map(|a| a.status)),
+        };
+        assert_eq!(status("/conflict"), Some(409));
+        assert_eq!(status("/bad"), Some(400));
+        assert!(matches!(
+            call(&agent, "GET", &url("/down"), &[], None),
+            Err(CallError::Retry { .. })
+        ));
+    }
 
     #[test]
     fn quote_is_one_capped_line() {

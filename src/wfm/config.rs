@@ -2,8 +2,7 @@
 //! live, and when the agent may talk (polling hours, downtime windows). Every key and its
 //! default is documented in `docs/wfm-api.md` and `examples/config.yaml`.
 
-use crate::units::parse_duration;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,18 +23,18 @@ pub struct WfmConfig {
     /// How the TPM is reached (a tpm2-tss TCTI string).
     pub tpm_tcti: String,
     /// Deadline of one WFM call (connect, TLS, request, answer).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::config::duration")]
     pub call_timeout: Duration,
     /// How often queued status reports are looked at while the WFM answers.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::config::duration")]
     pub report_interval: Duration,
     /// How often capabilities are detected again (sent only when they changed).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::config::duration")]
     pub capabilities_interval: Duration,
     /// First retry delay after a failed delivery; doubles up to `retry_max`, with jitter.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::config::duration")]
     pub retry_min: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::config::duration")]
     pub retry_max: Duration,
     /// Bound of the status outbox (see docs/wfm-api.md for the coalescing rule).
     pub outbox_max: usize,
@@ -100,11 +99,6 @@ pub struct Peripheral {
     pub manufacturer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 impl WfmConfig {
@@ -184,5 +178,28 @@ impl WfmConfig {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_the_config_spellings() {
+        let c = Config::from_yaml(
+            Path::new("c.yaml"),
+            "wfm:\n  call_timeout: 1m30s\n  retry_min: 500ms\n  retry_max: 10\n",
+        )
+        .unwrap();
+        assert_eq!(c.wfm.call_timeout, Duration::from_secs(90));
+        assert_eq!(c.wfm.retry_min, Duration::from_millis(500));
+        assert_eq!(c.wfm.retry_max, Duration::from_secs(10));
+        let e = Config::from_yaml(Path::new("c.yaml"), "wfm:\n  call_timeout: 10x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown unit"), "{e}");
     }
 }

@@ -39,17 +39,6 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn cut(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut n = max;
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    format!("{}…", &s[..n])
-}
-
 /// The `DeploymentStatus` body of deployment `id` as the state file has it; `removed` reports
 /// its removal (every component `Removed`).
 pub fn status_body(state: &State, id: &str, removed: bool) -> Option<(String, Value)> {
@@ -57,7 +46,7 @@ pub fn status_body(state: &State, id: &str, removed: bool) -> Option<(String, Va
     let phase = if removed { Phase::Removed } else { r.phase };
     let err = |f: &Option<crate::state::Failure>| {
         f.as_ref()
-            .map(|f| json!({"code": f.code, "message": cut(&f.message, REPORT_MESSAGE_MAX)}))
+            .map(|f| json!({"code": f.code, "message": journal::ellipsize(&f.message, REPORT_MESSAGE_MAX)}))
     };
     let mut status = json!({"state": phase.as_str()});
     if let (Some(e), false) = (err(&r.error), removed) {
@@ -125,11 +114,11 @@ pub fn report(config: &Config, state: &mut State, id: &str, removed: bool) {
     }
 }
 
-/// The backoff after `failures` consecutive failed calls: `min` doubling up to `max`. The
-/// job waits half of it plus a random part up to the other half.
+/// The backoff after `failures` consecutive failed calls: `min` doubling up to `max`, the
+/// same doubling as the desired-state poll's retries ([`crate::daemon::next_poll_delay`]).
+/// The job waits half of it plus a random part up to the other half.
 pub fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
-    let factor = 1u32 << failures.saturating_sub(1).min(16);
-    min.saturating_mul(factor).min(max.max(min))
+    crate::daemon::next_poll_delay(min, max, failures)
 }
 
 /// The WFM job.
@@ -351,7 +340,10 @@ impl Wfm {
             return Ok(t.value.clone());
         }
         let Some(o) = &self.onboarded else {
-            return Err(CallError::Refused("not onboarded".into()));
+            return Err(CallError::Refused {
+                reason: "the device is not onboarded with the WFM yet".into(),
+                status: None,
+            });
         };
         let t = client::fetch_token(
             &o.token_agent,
@@ -372,13 +364,18 @@ impl Wfm {
             // token endpoint said.
             let token = self.token().map_err(|e| match e {
                 CallError::Retry { .. } => e,
-                CallError::Refused(reason) | CallError::Unauthorized(reason) => CallError::Retry {
-                    reason,
-                    retry_after: None,
-                },
+                CallError::Refused { reason, .. } | CallError::Unauthorized(reason) => {
+                    CallError::Retry {
+                        reason,
+                        retry_after: None,
+                    }
+                }
             })?;
             let Some(o) = &self.onboarded else {
-                return Err(CallError::Refused("not onboarded".into()));
+                return Err(CallError::Refused {
+                    reason: "the device is not onboarded with the WFM yet".into(),
+                    status: None,
+                });
             };
             let url = format!("{}{path}", o.record.url.trim_end_matches('/'));
             match client::signed_json(&o.agent, &self.key, method, &url, Some(&token), body) {
@@ -504,7 +501,7 @@ impl Wfm {
                     changed = true;
                     self.note_success();
                 }
-                Err(CallError::Refused(r)) => {
+                Err(CallError::Refused { reason: r, .. }) => {
                     journal::error(
                         &format!(
                             "deployment {:?}: the WFM refused status report {} ({r}); the report is dropped, later ones are still sent",
@@ -541,32 +538,31 @@ impl Wfm {
             "/device/{}/capabilities",
             crate::http::query_escape(&self.device_id)
         );
-        let first = if state.wfm.capabilities.is_none() {
+        let mut method = if state.wfm.capabilities.is_none() {
             "POST"
         } else {
             "PUT"
         };
-        let result = match self.authorised(first, &path, body.as_bytes()) {
-            // 409: they exist already (state file lost); 404: they do not (WFM reset).
-            Err(CallError::Refused(r)) if r.contains(" 409") || r.contains(" 404") => {
-                let other = if first == "POST" { "PUT" } else { "POST" };
-                self.authorised(other, &path, body.as_bytes())
-            }
-            other => other,
-        };
+        let mut result = self.authorised(method, &path, body.as_bytes());
+        if let Err(e) = &result
+            && let Some(other) = capabilities_fallback(method, e)
+        {
+            method = other;
+            result = self.authorised(method, &path, body.as_bytes());
+        }
         match result {
             Ok(()) => {
                 journal::notice(
-                    &format!("capabilities sent to the WFM ({first} {})", &hash[..19]),
+                    &format!("capabilities sent to the WFM ({method} {})", &hash[..19]),
                     &[],
                 );
                 state.wfm.capabilities = Some(hash);
                 Ok(true)
             }
-            Err(CallError::Refused(r)) => {
+            Err(CallError::Refused { reason: r, .. }) => {
                 journal::error(
                     &format!(
-                        "the WFM refused the capabilities document ({r}); sent again when they change or after a restart"
+                        "the WFM refused the capabilities document ({r}); they are not sent again until they change"
                     ),
                     &[("ERROR_CODE", "ERR_WFM_REFUSED")],
                 );
@@ -575,6 +571,19 @@ impl Wfm {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The other method to try when the WFM refused capabilities sent with `method`: 409 to a
+/// POST (they exist already: the state file was lost) or 404 to a PUT or POST (they do not:
+/// the WFM was reset). Decided on the answer's status, never on its text.
+fn capabilities_fallback(method: &str, e: &CallError) -> Option<&'static str> {
+    match e {
+        CallError::Refused {
+            status: Some(404 | 409),
+            ..
+        } => Some(if method == "POST" { "PUT" } else { "POST" }),
+        _ => None,
     }
 }
 
@@ -657,5 +666,51 @@ pub fn onboard_command(mut config: Config, force: bool) -> u8 {
             journal::error(&e, &[]);
             exit::CONFIG
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: Option<u16>, reason: &str) -> CallError {
+        CallError::Refused {
+            reason: reason.into(),
+            status,
+        }
+    }
+
+    #[test]
+    fn capabilities_fall_back_on_404_and_409_status_only() {
+        assert_eq!(
+            capabilities_fallback("POST", &refused(Some(409), "x")),
+            Some("PUT")
+        );
+        assert_eq!(
+            capabilities_fallback("PUT", &refused(Some(404), "x")),
+            Some("POST")
+        );
+        // A 400 whose body happens to mention 404 or 409 is a refusal, not a fallback.
+        let quoted = "https://wfm/x answered 400: field foo: 409 is not a port; see 404";
+        assert_eq!(
+            capabilities_fallback("POST", &refused(Some(400), quoted)),
+            None
+        );
+        assert_eq!(capabilities_fallback("PUT", &refused(None, " 404 ")), None);
+        let retry = CallError::Retry {
+            reason: "answered 409".into(),
+            retry_after: None,
+        };
+        assert_eq!(capabilities_fallback("POST", &retry), None);
+    }
+
+    #[test]
+    fn backoff_doubles_from_retry_min_up_to_retry_max() {
+        let (min, max) = (Duration::from_secs(5), Duration::from_secs(600));
+        let secs: Vec<u64> = (0..10).map(|n| backoff(min, max, n).as_secs()).collect();
+        assert_eq!(secs, [5, 5, 10, 20, 40, 80, 160, 320, 600, 600]);
+        assert_eq!(backoff(min, max, u32::MAX), max);
+        // A retry_max below retry_min: retry_min wins.
+        assert_eq!(backoff(min, Duration::from_secs(1), 3), min);
     }
 }

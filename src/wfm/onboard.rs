@@ -12,12 +12,13 @@
 use super::client::{self, CallError};
 use super::config::WfmConfig;
 use crate::identity::{DeviceKey, pem_decode, pem_encode, write_private};
+use crate::oci::authority_of;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use ureq::tls::{Certificate, PemItem};
+use ureq::tls::Certificate;
 
 pub const CA_FILE: &str = "ca.pem";
 pub const RECORD_FILE: &str = "onboarding.json";
@@ -58,20 +59,14 @@ pub struct Onboarded {
     pub token_agent: ureq::Agent,
 }
 
-fn authority(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.split('/').next().unwrap_or(rest)
+/// Whether two URLs name the same `host[:port]` (host names compare case-insensitively).
+fn same_authority(a: &str, b: &str) -> bool {
+    matches!((authority_of(a), authority_of(b)), (Some(x), Some(y)) if x == y)
 }
 
 fn pinned_roots(pem: &[u8], origin: &str) -> Result<Arc<Vec<Certificate<'static>>>, String> {
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(pem) {
-        match item {
-            Ok(PemItem::Certificate(c)) => certs.push(c.to_owned()),
-            Ok(_) => {}
-            Err(e) => return Err(format!("{origin}: not a PEM certificate: {e}")),
-        }
-    }
+    let certs =
+        crate::http::pem_certs(pem).map_err(|e| format!("{origin}: not a PEM certificate: {e}"))?;
     if certs.is_empty() {
         return Err(format!("{origin}: holds no certificate"));
     }
@@ -88,7 +83,7 @@ impl Onboarded {
     ) -> Result<Onboarded, String> {
         let roots = pinned_roots(ca_pem, &cfg.data_dir.join(CA_FILE).display().to_string())?;
         let agent = client::agent(roots.clone(), cfg.call_timeout);
-        let token_agent = if authority(&record.token_url) == authority(&record.url) {
+        let token_agent = if same_authority(&record.token_url, &record.url) {
             agent.clone()
         } else {
             client::agent(device_roots.clone(), cfg.call_timeout)
@@ -111,7 +106,12 @@ impl Onboarded {
         let text = match std::fs::read(&rec_path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", rec_path.display())),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read the onboarding record {} ({e}); make it readable by the agent, or onboard again with `margo-agent onboard --force`",
+                    rec_path.display()
+                ));
+            }
         };
         let bad = |p: &Path, e: &dyn std::fmt::Display| {
             format!(
@@ -126,7 +126,11 @@ impl Onboarded {
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| bad(&sec_path, &e)))?;
         let ca_path = dir.join(CA_FILE);
         let ca = std::fs::read(&ca_path).map_err(|e| bad(&ca_path, &e))?;
-        Onboarded::build(cfg, record, secrets, &ca, device_roots).map(Some)
+        Onboarded::build(cfg, record, secrets, &ca, device_roots)
+            .map(Some)
+            .map_err(|e| {
+                format!("the pinned WFM CA {e}; onboard again with `margo-agent onboard --force`")
+            })
     }
 
     /// The desired-state location handed out at onboarding fills an empty
@@ -219,7 +223,7 @@ pub fn onboard(
         request.to_string().as_bytes(),
     )
     .map_err(|e| match e {
-        CallError::Refused(r) | CallError::Unauthorized(r) => {
+        CallError::Refused { reason: r, .. } | CallError::Unauthorized(r) => {
             format!("{r}; the device is not onboarded")
         }
         CallError::Retry { reason, .. } => reason,
@@ -277,7 +281,12 @@ pub fn onboard(
             .map(str::to_string),
     };
     let dir = &cfg.data_dir;
-    let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
+    let io = |p: &Path, e: std::io::Error| {
+        format!(
+            "cannot write {} ({e}); wfm.data_dir must be writable by the agent, the device is not onboarded",
+            p.display()
+        )
+    };
     let sec_json = serde_json::to_vec_pretty(&secrets).map_err(|e| e.to_string())?;
     write_private(&dir.join(SECRETS_FILE), &sec_json)
         .map_err(|e| io(&dir.join(SECRETS_FILE), e))?;
@@ -288,4 +297,39 @@ pub fn onboard(
     crate::state::write_atomically(&dir.join(RECORD_FILE), &rec_json)
         .map_err(|e| io(&dir.join(RECORD_FILE), e))?;
     Onboarded::build(cfg, record, secrets, &ca_pem, &roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_url_on_the_wfm_host_is_recognised_whatever_the_case() {
+        assert!(same_authority(
+            "https://WFM.example:8443/oauth/token",
+            "https://wfm.example:8443/api/v1"
+        ));
+        assert!(!same_authority(
+            "https://idp.example/oauth/token",
+            "https://wfm.example/api/v1"
+        ));
+        assert!(!same_authority(
+            "https://wfm.example:9443/token",
+            "https://wfm.example:8443/api/v1"
+        ));
+    }
+
+    #[test]
+    fn a_ca_answer_without_a_certificate_is_refused_naming_its_origin() {
+        for pem in [
+            &b"not PEM at all"[..],
+            b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        ] {
+            let e = pinned_roots(pem, "https://wfm.example/onboarding/certificate").unwrap_err();
+            assert!(
+                e.starts_with("https://wfm.example/onboarding/certificate: "),
+                "{e}"
+            );
+        }
+    }
 }

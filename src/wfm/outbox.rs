@@ -169,7 +169,10 @@ pub fn entries(w: &mut WfmState) -> (Vec<Entry>, Vec<String>) {
                 true
             }
             Err(err) => {
-                bad.push(format!("{err} in {}", super::cut(&v.to_string(), 200)));
+                bad.push(format!(
+                    "{err} in {}",
+                    crate::journal::ellipsize(&v.to_string(), 200)
+                ));
                 false
             }
         });
