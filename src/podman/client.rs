@@ -3,7 +3,6 @@ use super::transport::{NoResolver, UnixConnector};
 #[path = "images.rs"]
 mod images;
 use crate::http::query_escape;
-pub use images::ImageSummary;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};

@@ -26,19 +26,6 @@ impl Read for ArchiveBody {
     }
 }
 
-/// A local image as `GET /libpod/images/json` lists it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct ImageSummary {
-    #[serde(rename = "Id")]
-    pub id: String,
-    /// `registry/repo:tag` names; empty for a dangling image.
-    #[serde(rename = "RepoTags", default)]
-    pub names: Option<Vec<String>>,
-    /// Containers using the image (Podman counts every container, running or not).
-    #[serde(rename = "Containers", default)]
-    pub containers: i64,
-}
-
 impl super::Podman {
     /// `POST /libpod/images/load`: streams a `docker save` or OCI-layout tar archive into
     /// Podman's storage (never read into memory); returns the names Podman loaded. The pull
@@ -98,14 +85,6 @@ impl super::Podman {
         let body = Self::expect(op, &target, resp, &[200])?;
         let loaded: Loaded = Self::json(op, &target, &body)?;
         Ok(loaded.names.unwrap_or_default())
-    }
-
-    /// Every local image.
-    pub fn list_images(&mut self) -> Result<Vec<ImageSummary>, PodmanError> {
-        let url = self.url("/images/json?all=false");
-        let resp = self.send("list images", "", "GET", &url, None)?;
-        let body = Self::expect("list images", "", resp, &[200])?;
-        Self::json("list images", "", &body)
     }
 
     /// Removes an image by ID (refused by Podman while a container uses it).

@@ -33,12 +33,6 @@ const TICK_BUDGET: Duration = Duration::from_secs(10);
 /// An error message in a report is cut to this many bytes.
 const REPORT_MESSAGE_MAX: usize = 1024;
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The `DeploymentStatus` body of deployment `id` as the state file has it; `removed` reports
 /// its removal (every component `Removed`).
 pub fn status_body(state: &State, id: &str, removed: bool) -> Option<(String, Value)> {
@@ -90,7 +84,7 @@ pub fn report(config: &Config, state: &mut State, id: &str, removed: bool) {
         id,
         &phase,
         body,
-        now_unix(),
+        crate::units::unix_now(),
         config.wfm.outbox_max,
     );
     if r.coalesced > 0 {
@@ -226,7 +220,7 @@ impl Wfm {
                 wfm.onboarded = Some(o);
             }
             Ok(None) => {
-                if explicit || wfm.schedule.hold(now_unix()).is_none() {
+                if explicit || wfm.schedule.hold(crate::units::unix_now()).is_none() {
                     wfm.try_onboard();
                 }
             }
@@ -271,7 +265,7 @@ impl Wfm {
 
     /// Whether polling and WFM calls are held back now (polling hours, downtime windows).
     pub fn hold(&self) -> Option<Hold> {
-        self.schedule.hold(now_unix())
+        self.schedule.hold(crate::units::unix_now())
     }
 
     fn try_onboard(&mut self) -> bool {
@@ -413,7 +407,7 @@ impl Wfm {
             );
             changed = true;
         }
-        if let Some(h) = self.schedule.hold(now_unix()) {
+        if let Some(h) = self.schedule.hold(crate::units::unix_now()) {
             if !self.held {
                 journal::info(
                     &format!(

@@ -272,7 +272,7 @@ pub fn onboard(
             .and_then(|d| field(d, &["reference", "url"]))
             .map(str::to_string),
         registry_username: ds.and_then(|d| field(d, &["username"])).map(str::to_string),
-        onboarded_at: super::now_unix(),
+        onboarded_at: crate::units::unix_now(),
     };
     let secrets = Secrets {
         client_secret: client_secret.to_string(),

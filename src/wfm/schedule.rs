@@ -141,10 +141,7 @@ impl Schedule {
 
     /// [`Schedule::hold`] at the current time.
     pub fn hold_now(&self) -> Option<Hold> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.hold(now)
+        self.hold(crate::units::unix_now())
     }
 
     /// `None` when talking is allowed at `now` (unix seconds).
