@@ -110,20 +110,21 @@ pub fn next_poll_delay(interval: Duration, retry_max: Duration, failures: u32) -
     interval.saturating_mul(factor).min(retry_max.max(interval))
 }
 
+/// What `run` and `run --once` start with: the preflight checks, the WFM job (`None` when
+/// off) and the agent; `Err` is the exit code.
+fn start(mut config: Config) -> Result<(Option<crate::wfm::Wfm>, Agent), u8> {
+    crate::service::preflight(&config)?;
+    let wfm = crate::wfm::Wfm::start(&mut config).map_err(|e| {
+        journal::error(&format!("{e}; margo-agent cannot start"), &[]);
+        exit::CONFIG
+    })?;
+    Ok((wfm, Agent::start(config)?))
+}
+
 /// `run --once`: one reconcile; the exit code tells the outcome.
-pub fn run_once(mut config: Config) -> u8 {
-    if let Err(code) = crate::service::preflight(&config) {
-        return code;
-    }
-    let mut wfm = match crate::wfm::Wfm::start(&mut config) {
-        Ok(w) => w,
-        Err(e) => {
-            journal::error(&format!("{e}; margo-agent cannot start"), &[]);
-            return exit::CONFIG;
-        }
-    };
-    let mut agent = match Agent::start(config) {
-        Ok(a) => a,
+pub fn run_once(config: Config) -> u8 {
+    let (mut wfm, mut agent) = match start(config) {
+        Ok(started) => started,
         Err(code) => return code,
     };
     agent.observe();
@@ -135,7 +136,7 @@ pub fn run_once(mut config: Config) -> u8 {
 }
 
 /// `run`: the daemon.
-pub fn run(config_path: &Path, mut config: Config) -> u8 {
+pub fn run(config_path: &Path, config: Config) -> u8 {
     let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -146,18 +147,8 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
             return exit::CONFIG;
         }
     };
-    if let Err(code) = crate::service::preflight(&config) {
-        return code;
-    }
-    let mut wfm = match crate::wfm::Wfm::start(&mut config) {
-        Ok(w) => w,
-        Err(e) => {
-            journal::error(&format!("{e}; margo-agent cannot start"), &[]);
-            return exit::CONFIG;
-        }
-    };
-    let mut agent = match Agent::start(config) {
-        Ok(a) => a,
+    let (mut wfm, mut agent) = match start(config) {
+        Ok(started) => started,
         Err(code) => return code,
     };
     let mut telemetry = match start_telemetry(&agent) {
