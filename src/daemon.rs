@@ -12,6 +12,7 @@
 use crate::config::Config;
 use crate::journal;
 use crate::reconcile::{Agent, Outcome};
+use crate::wfm::schedule::Schedule;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -159,6 +160,8 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
         }
     };
     let mut telemetry_built = telemetry_setup(&agent);
+    // Polling hours and downtime windows, parsed once per config (start and SIGHUP).
+    let mut schedule = Schedule::from_config(&agent.config().wfm);
     let watchdog = journal::watchdog_arm();
     journal::notify("READY=1\nSTATUS=started, polling desired state");
     let mut failures: u32 = 0;
@@ -182,6 +185,7 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
                     }
                     journal::notice(&format!("reloaded config {}", config_path.display()), &[]);
                     agent.reload(c);
+                    schedule = Schedule::from_config(&agent.config().wfm);
                     // Rebuilt only when its settings changed: a reload that leaves them alone
                     // keeps the export's schedule and backoff.
                     if telemetry_setup(&agent) != telemetry_built {
@@ -219,7 +223,7 @@ pub fn run(config_path: &Path, config: Config) -> u8 {
             agent.observe();
             next_observe = agent.next_observation(Instant::now());
         }
-        let hold = crate::wfm::schedule::Schedule::from_config(&agent.config().wfm).hold_now();
+        let hold = schedule.hold_now();
         if let (true, Some(h)) = (now >= next_poll, &hold) {
             // Outside polling hours or in a downtime window: poll when it ends.
             next_poll = now + Duration::from_secs(h.seconds());
