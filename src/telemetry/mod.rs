@@ -80,6 +80,8 @@ pub struct Telemetry {
     device_attributes: Vec<KeyValue>,
     /// Start time of the agent's own cumulative series (the process start).
     start_unix_nano: u64,
+    /// System boot time (Unix seconds), read once: `None` leaves the process metrics out.
+    btime: Option<u64>,
     next: Instant,
     /// Consecutive retryable failures (the backoff step).
     failures: u32,
@@ -154,7 +156,10 @@ impl Telemetry {
             })
             .cloned()
             .collect();
-        let start_unix_nano = process::read().map_or_else(now_unix_nano, |r| r.start_unix_nano);
+        let btime = process::boot_time();
+        let start_unix_nano = btime
+            .and_then(process::read)
+            .map_or_else(now_unix_nano, |r| r.start_unix_nano);
         journal::info(
             &format!(
                 "exporting metrics every {} s to {} ({}{})",
@@ -171,6 +176,7 @@ impl Telemetry {
             resource: Resource { attributes },
             device_attributes,
             start_unix_nano,
+            btime,
             // The first export waits one interval: there is little to say before that.
             next: Instant::now() + settings.interval,
             failures: 0,
@@ -197,7 +203,7 @@ impl Telemetry {
     pub fn collect(&mut self, view: View<'_>) -> ExportMetricsServiceRequest {
         let mut b = Batch::new(now_unix_nano());
         self.record_agent(&mut b, &view);
-        if let Some(r) = process::read() {
+        if let Some(r) = self.btime.and_then(process::read) {
             process::record(&mut b, &r);
         }
         let scope = || {
