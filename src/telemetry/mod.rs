@@ -59,12 +59,9 @@ pub fn outcome_label(o: &Outcome) -> &'static str {
     }
 }
 
-/// What the exports did so far (for the journal, `--once` runs and the bench).
+/// The size of the last export's request (for the bench).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
-    pub attempts: u64,
-    pub delivered: u64,
-    pub failed: u64,
     /// Size on the wire of the last request.
     pub last_wire_bytes: usize,
     /// Size of the last request before compression.
@@ -191,11 +188,6 @@ impl Telemetry {
     /// When the job wants to run next.
     pub fn due(&self) -> Instant {
         self.next
-    }
-
-    /// Runs the job now on the next turn (tests, `--once`).
-    pub fn set_due(&mut self, at: Instant) {
-        self.next = at;
     }
 
     /// Builds the request from current values: the agent's resource (agent and process
@@ -379,7 +371,6 @@ impl Telemetry {
         let req = self.collect(view);
         let (wire, raw) = self.encode(&req);
         drop(req);
-        self.counts.attempts += 1;
         self.counts.last_raw_bytes = raw;
         self.counts.last_wire_bytes = wire.len();
         let sent = self.exporter.send(&wire);
@@ -387,7 +378,6 @@ impl Telemetry {
         let interval = self.settings.interval;
         match &sent {
             Sent::Delivered | Sent::Partial { .. } => {
-                self.counts.delivered += 1;
                 if self.outage.take().is_some() {
                     journal::notice(
                         &format!(
@@ -403,7 +393,6 @@ impl Telemetry {
                 self.next = now + interval;
             }
             Sent::Retry { after, reason } => {
-                self.counts.failed += 1;
                 self.failed_since += 1;
                 self.failures = self.failures.saturating_add(1);
                 // A Retry-After of 0 (or a date the device clock has passed) must not turn the
@@ -417,7 +406,6 @@ impl Telemetry {
                 ));
             }
             Sent::Dropped { reason } => {
-                self.counts.failed += 1;
                 self.failed_since += 1;
                 self.failures = 0;
                 self.next = now + interval;
