@@ -194,6 +194,11 @@ impl Batch {
     }
 }
 
+/// The attributes of a point that has one: `key` = `value`.
+pub fn attr(key: &str, value: impl Into<String>) -> Vec<KeyValue> {
+    vec![KeyValue::str(key, value)]
+}
+
 /// `u64` → `Value::AsInt`, saturating.
 pub fn int(v: u64) -> Value {
     Value::AsInt(i64::try_from(v).unwrap_or(i64::MAX))

@@ -30,7 +30,7 @@ use crate::podman::Podman;
 use crate::reconcile::Outcome;
 use crate::state::{Phase, State};
 use export::{Exporter, Sent};
-use instruments::{Batch, int};
+use instruments::{Batch, attr, int};
 use prost::Message;
 use proto::*;
 use std::time::{Duration, Instant, SystemTime};
@@ -247,7 +247,7 @@ impl Telemetry {
     fn record_agent(&self, b: &mut Batch, v: &View<'_>) {
         let start = self.start_unix_nano;
         let m = v.metrics;
-        let result = |r: &str| vec![KeyValue::str("result", r)];
+        let result = |r: &str| attr("result", r);
         b.sum(
             "margo.agent.reconciles",
             "Reconcile passes, by result.",
@@ -309,7 +309,7 @@ impl Telemetry {
                         .filter(|d| d.phase == *p)
                         .count();
                     (
-                        vec![KeyValue::str("margo.deployment.state", p.as_str())],
+                        attr("margo.deployment.state", p.as_str()),
                         start,
                         int(n as u64),
                     )
@@ -330,13 +330,7 @@ impl Telemetry {
             true,
             m.errors
                 .iter()
-                .map(|(code, n)| {
-                    (
-                        vec![KeyValue::str("error.type", code.clone())],
-                        start,
-                        int(*n),
-                    )
-                })
+                .map(|(code, n)| (attr("error.type", code.clone()), start, int(*n)))
                 .collect(),
         );
         if let Some(d) = &v.state.source.applied {

@@ -1,8 +1,8 @@
 //! The agent's own process metrics from `/proc/self`, named per the OpenTelemetry process
 //! semantic conventions.
 
-use super::instruments::{Batch, int};
-use super::proto::{KeyValue, Value};
+use super::instruments::{Batch, attr, int};
+use super::proto::Value;
 
 /// `USER_HZ`: the unit of the times in `/proc/<pid>/stat`, 100 on every Linux architecture
 /// the agent is built for (it is part of the kernel ABI, independent of `CONFIG_HZ`).
@@ -83,15 +83,18 @@ pub fn parse(stat: &str, status: &str, btime: u64, open_fds: u64) -> Option<Read
 /// Adds the process metrics of `r` to `b`.
 pub fn record(b: &mut Batch, r: &Reading) {
     let start = r.start_unix_nano;
-    let mode = |m: &str| vec![KeyValue::str("cpu.mode", m)];
     b.sum(
         "process.cpu.time",
         "Total CPU seconds broken down by different CPU modes.",
         "s",
         true,
         vec![
-            (mode("user"), start, Value::AsDouble(r.user_s)),
-            (mode("system"), start, Value::AsDouble(r.system_s)),
+            (attr("cpu.mode", "user"), start, Value::AsDouble(r.user_s)),
+            (
+                attr("cpu.mode", "system"),
+                start,
+                Value::AsDouble(r.system_s),
+            ),
         ],
     );
     b.sum(
