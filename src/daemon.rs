@@ -12,6 +12,7 @@
 use crate::config::Config;
 use crate::journal;
 use crate::reconcile::{Agent, Outcome};
+use crate::wfm::schedule::Schedule;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -110,20 +111,21 @@ pub fn next_poll_delay(interval: Duration, retry_max: Duration, failures: u32) -
     interval.saturating_mul(factor).min(retry_max.max(interval))
 }
 
+/// What `run` and `run --once` start with: the preflight checks, the WFM job (`None` when
+/// off) and the agent; `Err` is the exit code.
+fn start(mut config: Config) -> Result<(Option<crate::wfm::Wfm>, Agent), u8> {
+    crate::service::preflight(&config)?;
+    let wfm = crate::wfm::Wfm::start(&mut config).map_err(|e| {
+        journal::error(&format!("{e}; margo-agent cannot start"), &[]);
+        exit::CONFIG
+    })?;
+    Ok((wfm, Agent::start(config)?))
+}
+
 /// `run --once`: one reconcile; the exit code tells the outcome.
-pub fn run_once(mut config: Config) -> u8 {
-    if let Err(code) = crate::service::preflight(&config) {
-        return code;
-    }
-    let mut wfm = match crate::wfm::Wfm::start(&mut config) {
-        Ok(w) => w,
-        Err(e) => {
-            journal::error(&format!("{e}; margo-agent cannot start"), &[]);
-            return exit::CONFIG;
-        }
-    };
-    let mut agent = match Agent::start(config) {
-        Ok(a) => a,
+pub fn run_once(config: Config) -> u8 {
+    let (mut wfm, mut agent) = match start(config) {
+        Ok(started) => started,
         Err(code) => return code,
     };
     agent.observe();
@@ -135,7 +137,7 @@ pub fn run_once(mut config: Config) -> u8 {
 }
 
 /// `run`: the daemon.
-pub fn run(config_path: &Path, mut config: Config) -> u8 {
+pub fn run(config_path: &Path, config: Config) -> u8 {
     let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -146,18 +148,8 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
             return exit::CONFIG;
         }
     };
-    if let Err(code) = crate::service::preflight(&config) {
-        return code;
-    }
-    let mut wfm = match crate::wfm::Wfm::start(&mut config) {
-        Ok(w) => w,
-        Err(e) => {
-            journal::error(&format!("{e}; margo-agent cannot start"), &[]);
-            return exit::CONFIG;
-        }
-    };
-    let mut agent = match Agent::start(config) {
-        Ok(a) => a,
+    let (mut wfm, mut agent) = match start(config) {
+        Ok(started) => started,
         Err(code) => return code,
     };
     let mut telemetry = match start_telemetry(&agent) {
@@ -168,6 +160,8 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
         }
     };
     let mut telemetry_built = telemetry_setup(&agent);
+    // Polling hours and downtime windows, parsed once per config (start and SIGHUP).
+    let mut schedule = Schedule::from_config(&agent.config().wfm);
     let watchdog = journal::watchdog_arm();
     journal::notify("READY=1\nSTATUS=started, polling desired state");
     let mut failures: u32 = 0;
@@ -191,6 +185,7 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
                     }
                     journal::notice(&format!("reloaded config {}", config_path.display()), &[]);
                     agent.reload(c);
+                    schedule = Schedule::from_config(&agent.config().wfm);
                     // Rebuilt only when its settings changed: a reload that leaves them alone
                     // keeps the export's schedule and backoff.
                     if telemetry_setup(&agent) != telemetry_built {
@@ -228,7 +223,7 @@ pub fn run(config_path: &Path, mut config: Config) -> u8 {
             agent.observe();
             next_observe = agent.next_observation(Instant::now());
         }
-        let hold = crate::wfm::schedule::Schedule::from_config(&agent.config().wfm).hold_now();
+        let hold = schedule.hold_now();
         if let (true, Some(h)) = (now >= next_poll, &hold) {
             // Outside polling hours or in a downtime window: poll when it ends.
             next_poll = now + Duration::from_secs(h.seconds());

@@ -762,6 +762,15 @@ services:
     }
     let web = id(&mut podman, "mkeys-replicas-web-1");
     let first = id(&mut podman, "mkeys-replicas-worker-1");
+    // Scaling leaves replica 1 and web as they were.
+    let kept = |podman: &mut Podman| {
+        assert_eq!(
+            id(podman, "mkeys-replicas-worker-1"),
+            first,
+            "replica 1 kept"
+        );
+        assert_eq!(id(podman, "mkeys-replicas-web-1"), web, "web untouched");
+    };
 
     rewrite(&dir, &yaml(1));
     let (_p, mut podman) = converge(project, &dir, Some(Duration::from_secs(60)));
@@ -771,29 +780,11 @@ services:
         .map(|c| c["Names"][0].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
-    assert_eq!(
-        id(&mut podman, "mkeys-replicas-worker-1"),
-        first,
-        "replica 1 kept"
-    );
-    assert_eq!(
-        id(&mut podman, "mkeys-replicas-web-1"),
-        web,
-        "web untouched"
-    );
+    kept(&mut podman);
 
     rewrite(&dir, &yaml(2));
     let (p, mut podman) = converge(project, &dir, Some(Duration::from_secs(60)));
-    assert_eq!(
-        id(&mut podman, "mkeys-replicas-worker-1"),
-        first,
-        "replica 1 kept"
-    );
-    assert_eq!(
-        id(&mut podman, "mkeys-replicas-web-1"),
-        web,
-        "web untouched"
-    );
+    kept(&mut podman);
     assert_eq!(
         inspect(&mut podman, "mkeys-replicas-worker-2")["State"]["Running"],
         true

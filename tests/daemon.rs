@@ -50,23 +50,9 @@ fn kill(pid: u32, sig: &str) {
 
 #[test]
 fn notifies_systemd_handles_signals_and_logs_an_outage_once() {
-    let dir = common::repo().join("target/e2e/daemon");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::fresh_dir("daemon");
     let closed = common::free_port();
-    let config = dir.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "device_id: daemon-test\n\
-             desired_state:\n  reference: 127.0.0.1:{closed}/fleet/dev/desired:latest\n  poll_interval: 1s\n  poll_jitter: 0s\n  retry_max: 1s\n\
-             registries:\n  - host: \"127.0.0.1:{closed}\"\n    plain_http: true\n\
-             podman:\n  socket: {d}/no-podman.sock\n\
-             state_file: {d}/state.json\nwork_dir: {d}/work\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
+    let config = common::offline_config(&dir, &dir, "daemon-test", closed, "1s");
     let notify = UnixDatagram::bind(dir.join("notify.sock")).unwrap();
     let journal = UnixDatagram::bind(dir.join("journal.sock")).unwrap();
     let mut child = Command::new(common::binary())

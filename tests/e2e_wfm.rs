@@ -55,6 +55,43 @@ fn assert_all_valid(wfm: &TestWfm) {
     assert!(bad.is_empty(), "requests the WFM found invalid: {bad:#?}");
 }
 
+/// Publishes `docs` as the device's desired state.
+fn publish(d: &Device, docs: &[&str]) {
+    let out = d.publish_desired(docs, &[]);
+    assert!(out.status.success());
+}
+
+/// `margo-agent run` for `d`, logging to stderr.
+fn daemon(d: &Device) -> Command {
+    let mut c = Command::new(common::binary());
+    c.arg("--config")
+        .arg(&d.config)
+        .arg("run")
+        .env("MARGO_AGENT_LOG", "stderr");
+    c
+}
+
+/// Asserts a command succeeded, showing its stderr when it did not.
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `HH:MM` (UTC) of Unix time `t`.
+fn hm(t: u64) -> String {
+    format!("{:02}:{:02}", (t % 86400) / 3600, (t % 3600) / 60)
+}
+
 #[test]
 fn onboarding_from_scratch_reports_in_order_and_capabilities_change_is_a_put() {
     let wfm = TestWfm::start(common::repo().join("target/e2e/wfm-onboard-srv"), 3600);
@@ -121,14 +158,18 @@ fn onboarding_from_scratch_reports_in_order_and_capabilities_change_is_a_put() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--force"));
     let out = d.cmd(&["onboard", "--force"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(wfm.count("POST", "/onboarding"), 2);
     assert_all_valid(&wfm);
     d.cleanup();
+}
+
+/// Status reports the WFM answered with 401.
+fn unauthorised_status_calls(wfm: &TestWfm) -> usize {
+    wfm.requests()
+        .iter()
+        .filter(|r| r["status"] == 401 && r["path"].as_str().unwrap_or("").ends_with("/status"))
+        .count()
 }
 
 fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
@@ -146,25 +187,17 @@ fn outage_with_three_changes_and_a_killed_agent_loses_nothing_and_repeats_nothin
     let d = device("wfm-outage", &wfm, "");
     let repo = d.publish_package("web", &compose(), "1.0.0");
     let dep = |id: &str| deployment(id, "web", &repo, "1.0.0");
-    assert!(d.publish_desired(&[&dep("wfm-o1")], &[]).status.success());
+    publish(&d, &[&dep("wfm-o1")]);
     let (code, log) = d.run_once();
     assert_eq!(code, 0, "{log}");
     assert_eq!(wfm.reports().len(), 3);
 
     // The WFM goes away; three deployments change (one removed, two installed).
     wfm.down();
-    assert!(
-        d.publish_desired(&[&dep("wfm-o2"), &dep("wfm-o3")], &[])
-            .status
-            .success()
-    );
+    publish(&d, &[&dep("wfm-o2"), &dep("wfm-o3")]);
     let log_path = d.dir.join("daemon.log");
     let spawn = || {
-        Command::new(common::binary())
-            .arg("--config")
-            .arg(&d.config)
-            .arg("run")
-            .env("MARGO_AGENT_LOG", "stderr")
+        daemon(&d)
             .stderr(std::fs::File::create(&log_path).unwrap())
             .stdout(Stdio::null())
             .spawn()
@@ -201,21 +234,13 @@ fn outage_with_three_changes_and_a_killed_agent_loses_nothing_and_repeats_nothin
     // The WFM forgets the agent's token (401): one refresh and the call is retried.
     let tokens = wfm.count("POST", "/token");
     wfm.revoke_tokens();
-    assert!(
-        d.publish_desired(&[&dep("wfm-o2"), &dep("wfm-o3"), &dep("wfm-o4")], &[])
-            .status
-            .success()
-    );
+    publish(&d, &[&dep("wfm-o2"), &dep("wfm-o3"), &dep("wfm-o4")]);
     wait_until(
         "the reports after the revocation",
         Duration::from_secs(60),
         || wfm.reports().len() == 14,
     );
-    let unauthorised = wfm
-        .requests()
-        .iter()
-        .filter(|r| r["status"] == 401 && r["path"].as_str().unwrap_or("").ends_with("/status"))
-        .count();
+    let unauthorised = unauthorised_status_calls(&wfm);
     assert_eq!(unauthorised, 1, "exactly one call met the revoked token");
     // At least the refresh after the 401; the 4 s token may also have expired in the
     // meantime on a loaded machine, which is a second, legitimate fetch.
@@ -224,11 +249,7 @@ fn outage_with_three_changes_and_a_killed_agent_loses_nothing_and_repeats_nothin
     // so no call meets an expired token (no further 401).
     let tokens = wfm.count("POST", "/token");
     std::thread::sleep(Duration::from_secs(5));
-    assert!(
-        d.publish_desired(&[&dep("wfm-o2"), &dep("wfm-o3")], &[])
-            .status
-            .success()
-    );
+    publish(&d, &[&dep("wfm-o2"), &dep("wfm-o3")]);
     wait_until(
         "the reports after the expiry",
         Duration::from_secs(60),
@@ -238,11 +259,7 @@ fn outage_with_three_changes_and_a_killed_agent_loses_nothing_and_repeats_nothin
         wfm.count("POST", "/token") > tokens,
         "the expired token was renewed"
     );
-    let unauthorised_after = wfm
-        .requests()
-        .iter()
-        .filter(|r| r["status"] == 401 && r["path"].as_str().unwrap_or("").ends_with("/status"))
-        .count();
+    let unauthorised_after = unauthorised_status_calls(&wfm);
     assert_eq!(unauthorised_after, 1, "an expired token was used");
     agent.kill().unwrap();
     agent.wait().unwrap();
@@ -273,20 +290,12 @@ fn downtime_window_is_silent_and_reports_wait() {
     let d = device("wfm-downtime", &wfm, "");
     let repo = d.publish_package("web", &compose(), "1.0.0");
     let dep = |id: &str| deployment(id, "web", &repo, "1.0.0");
-    assert!(d.publish_desired(&[&dep("wfm-d1")], &[]).status.success());
+    publish(&d, &[&dep("wfm-d1")]);
     let (code, log) = d.run_once();
     assert_eq!(code, 0, "{log}");
     assert_eq!(wfm.reports().len(), 3);
-    assert!(
-        d.publish_desired(&[&dep("wfm-d1"), &dep("wfm-d2")], &[])
-            .status
-            .success()
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let hm = |t: u64| format!("{:02}:{:02}", (t % 86400) / 3600, (t % 3600) / 60);
+    publish(&d, &[&dep("wfm-d1"), &dep("wfm-d2")]);
+    let now = now_unix();
     let window = format!(
         "  downtime:\n    - daily: \"{}-{}\"\n",
         hm(now - 120),
@@ -355,17 +364,9 @@ fn bad_wfm_answers_are_logged_and_lose_nothing() {
     assert!(!d.dir.join("wfm/onboarding.json").exists());
     wfm.set_mode("normal");
     let out = d.cmd(&["onboard"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 
-    assert!(
-        d.publish_desired(&[&deployment("wfm-b1", "web", &repo, "1.0.0")], &[])
-            .status
-            .success()
-    );
+    publish(&d, &[&deployment("wfm-b1", "web", &repo, "1.0.0")]);
     wfm.set_mode("500");
     // Retry-After (7 s) wins over the backoff (1 s here).
     misbehaving(&d, "500", &["answered 500", "next try in 7s"], 3);
@@ -408,16 +409,12 @@ fn bad_wfm_answers_are_logged_and_lose_nothing() {
 
     // A status endpoint answering 400 with a problem body: logged with the body, dropped.
     wfm.set_mode("status-400");
-    assert!(
-        d.publish_desired(
-            &[
-                &deployment("wfm-b1", "web", &repo, "1.0.0"),
-                &deployment("wfm-b2", "web", &repo, "1.0.0")
-            ],
-            &[]
-        )
-        .status
-        .success()
+    publish(
+        &d,
+        &[
+            &deployment("wfm-b1", "web", &repo, "1.0.0"),
+            &deployment("wfm-b2", "web", &repo, "1.0.0"),
+        ],
     );
     let (code, log) = d.run_once();
     assert_eq!(code, 0, "{log}");
@@ -441,24 +438,13 @@ fn bench_wfm_idle_traffic_and_outbox_delivery() {
     let mut wfm = TestWfm::start(common::repo().join("target/e2e/wfm-bench-srv"), 3600);
     let d = device("wfm-bench", &wfm, "");
     let repo = d.publish_package("web", &compose(), "1.0.0");
-    assert!(
-        d.publish_desired(&[&deployment("wfm-x1", "web", &repo, "1.0.0")], &[])
-            .status
-            .success()
-    );
+    publish(&d, &[&deployment("wfm-x1", "web", &repo, "1.0.0")]);
     let (code, log) = d.run_once();
     assert_eq!(code, 0, "{log}");
 
     // 1. Idle: the daemon, converged, capabilities sent; poll_interval 1s.
     let before = wfm.requests().len();
-    let mut agent = Command::new(common::binary())
-        .arg("--config")
-        .arg(&d.config)
-        .arg("run")
-        .env("MARGO_AGENT_LOG", "stderr")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = daemon(&d).stderr(Stdio::null()).spawn().unwrap();
     let idle = Duration::from_secs(30);
     std::thread::sleep(idle);
     agent.kill().unwrap();
@@ -542,26 +528,11 @@ fn daemon_holds_desired_state_polls_outside_polling_hours() {
     // Registry-only mode (no wfm.url): the schedule applies to desired-state polls alone.
     let d = Device::new("wfm-hours");
     let repo = d.publish_package("web", &compose(), "1.0.0");
-    assert!(
-        d.publish_desired(&[&deployment("wfm-h1", "web", &repo, "1.0.0")], &[])
-            .status
-            .success()
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let hm = |t: u64| format!("{:02}:{:02}", (t % 86400) / 3600, (t % 3600) / 60);
+    publish(&d, &[&deployment("wfm-h1", "web", &repo, "1.0.0")]);
+    let now = now_unix();
     let run_for = |hours: &str, secs: u64| {
         d.write_config(&format!("wfm:\n  polling_hours: \"{hours}\"\n"));
-        let mut agent = Command::new(common::binary())
-            .arg("--config")
-            .arg(&d.config)
-            .arg("run")
-            .env("MARGO_AGENT_LOG", "stderr")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut agent = daemon(&d).stderr(Stdio::piped()).spawn().unwrap();
         std::thread::sleep(Duration::from_secs(secs));
         agent.kill().unwrap();
         let out = agent.wait_with_output().unwrap();

@@ -11,33 +11,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn config(dir: &Path, state_dir: &Path, port: u16) -> std::path::PathBuf {
-    let config = dir.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "device_id: service-test\n\
-             desired_state:\n  reference: 127.0.0.1:{port}/fleet/dev/desired:latest\n  poll_interval: 1s\n  poll_jitter: 0s\n  retry_max: 2s\n\
-             registries:\n  - host: \"127.0.0.1:{port}\"\n    plain_http: true\n\
-             podman:\n  socket: {d}/no-podman.sock\n\
-             state_file: {s}/state.json\nwork_dir: {d}/work\n",
-            d = dir.display(),
-            s = state_dir.display()
-        ),
-    )
-    .unwrap();
-    config
-}
-
-fn fresh(name: &str) -> std::path::PathBuf {
-    let dir = common::repo().join("target/e2e").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::offline_config(dir, state_dir, "service-test", port, "2s")
 }
 
 #[test]
 fn watchdog_pings_every_half_interval_and_status_says_what_and_when() {
-    let dir = fresh("service-watchdog");
+    let dir = common::fresh_dir("service-watchdog");
     let port = common::free_port();
     let config = config(&dir, &dir, port);
     let notify = UnixDatagram::bind(dir.join("notify.sock")).unwrap();
@@ -112,7 +91,7 @@ fn unwritable_dir(dir: &Path) -> (std::path::PathBuf, bool) {
 
 #[test]
 fn unwritable_state_directory_exits_7_with_one_clear_line() {
-    let dir = fresh("service-ro-state");
+    let dir = common::fresh_dir("service-ro-state");
     let (state_dir, mounted) = unwritable_dir(&dir);
     let config = config(&dir, &state_dir, common::free_port());
     let out = Command::new(common::binary())
@@ -138,7 +117,7 @@ fn unwritable_state_directory_exits_7_with_one_clear_line() {
 
 #[test]
 fn missing_config_exits_3_with_one_line() {
-    let dir = fresh("service-no-config");
+    let dir = common::fresh_dir("service-no-config");
     let out = Command::new(common::binary())
         .args(["--config", dir.join("absent.yaml").to_str().unwrap(), "run"])
         .env("MARGO_AGENT_LOG", "stderr")
@@ -196,7 +175,7 @@ fn unit_file_matches_the_agent_exit_codes_and_notify_protocol() {
 #[test]
 fn clock_far_in_the_past_names_the_clock_for_tls_failures() {
     let bed = common::Bed::get();
-    let dir = fresh("service-clock");
+    let dir = common::fresh_dir("service-clock");
     let reg = bed.var("MARGO_TB_REG_BASIC");
     let config = dir.join("config.yaml");
     std::fs::write(

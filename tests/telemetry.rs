@@ -172,27 +172,8 @@ impl Drop for Daemon {
     }
 }
 
-/// Every metric of a decoded request (MessageToDict form).
-fn metrics(req: &Value) -> Vec<&Value> {
-    let mut out = Vec::new();
-    for rm in req["request"]["resourceMetrics"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
-            out.extend(sm["metrics"].as_array().into_iter().flatten());
-        }
-    }
-    out
-}
-
-fn metric<'a>(req: &'a Value, name: &str) -> Option<&'a Value> {
-    metrics(req).into_iter().find(|m| m["name"] == name)
-}
-
-/// Every metric called `name`, with the resource it belongs to.
-fn all_of<'a>(req: &'a Value, name: &str) -> Vec<(&'a Value, &'a Value)> {
+/// Every metric of a decoded request (MessageToDict form), with the resource it belongs to.
+fn resource_metrics(req: &Value) -> Vec<(&Value, &Value)> {
     let mut out = Vec::new();
     for rm in req["request"]["resourceMetrics"]
         .as_array()
@@ -201,13 +182,55 @@ fn all_of<'a>(req: &'a Value, name: &str) -> Vec<(&'a Value, &'a Value)> {
     {
         for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
             for m in sm["metrics"].as_array().into_iter().flatten() {
-                if m["name"] == name {
-                    out.push((&rm["resource"], m));
-                }
+                out.push((&rm["resource"], m));
             }
         }
     }
     out
+}
+
+/// Every metric of a decoded request.
+fn metrics(req: &Value) -> Vec<&Value> {
+    resource_metrics(req).into_iter().map(|(_, m)| m).collect()
+}
+
+fn metric<'a>(req: &'a Value, name: &str) -> Option<&'a Value> {
+    metrics(req).into_iter().find(|m| m["name"] == name)
+}
+
+/// Every metric called `name`, with the resource it belongs to.
+fn all_of<'a>(req: &'a Value, name: &str) -> Vec<(&'a Value, &'a Value)> {
+    resource_metrics(req)
+        .into_iter()
+        .filter(|(_, m)| m["name"] == name)
+        .collect()
+}
+
+/// The `margo.agent.deployments` point of the Installed state.
+fn installed(req: &Value) -> Option<f64> {
+    point_value(
+        req,
+        "margo.agent.deployments",
+        "margo.deployment.state",
+        "Installed",
+    )
+}
+
+/// Asserts a command succeeded, showing its stderr when it did not.
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The digest of the desired state the device applied last.
+fn applied_digest(dev: &Device) -> String {
+    dev.status()["source"]["applied"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// The metric `name` of the container resource with `container.id` = `id`.
@@ -313,11 +336,7 @@ fn metrics_decode_with_the_official_proto_in_every_encoding() {
     let package = dev.publish_package("otel", &compose(bed.image()), "1.0.0");
     let dep = "otel-main-dep";
     let out = dev.publish_desired(&[&deployment(dep, "otel", &package, "1.0.0")], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let endpoint = receiver.endpoint();
     let mut seen = 0;
     let mut last_cpu = 0.0;
@@ -418,12 +437,7 @@ fn metrics_decode_with_the_official_proto_in_every_encoding() {
             );
         }
         // Agent values.
-        let installed = point_value(
-            r,
-            "margo.agent.deployments",
-            "margo.deployment.state",
-            "Installed",
-        );
+        let installed = installed(r);
         assert_eq!(installed, Some(1.0));
         let outbox = metric(r, "margo.agent.status_outbox.length").unwrap();
         assert_eq!(value(points(outbox)[0]), 0.0);
@@ -590,22 +604,11 @@ fn collector_outages_and_bad_answers_do_not_affect_convergence() {
     let publish = |n: &str, rev: &str| {
         let package = dev.publish_package("out", &app(n), rev);
         let out = dev.publish_desired(&[&deployment(dep, "out", &package, rev)], &[]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out);
     };
     publish("600", "1.0.0");
     let mut daemon = Daemon::start(&dev, &[]);
-    let all = receiver.wait(0, Duration::from_secs(60), |r| {
-        point_value(
-            r,
-            "margo.agent.deployments",
-            "margo.deployment.state",
-            "Installed",
-        ) == Some(1.0)
-    });
+    let all = receiver.wait(0, Duration::from_secs(60), |r| installed(r) == Some(1.0));
     let before = all.last().unwrap().clone();
     // Injected without a workloads section: the agent's own endpoint.
     let c = &bed.containers("org.margo.deployment-id", dep)[0];
@@ -618,10 +621,7 @@ fn collector_outages_and_bad_answers_do_not_affect_convergence() {
     // Collector down for several intervals while the desired state changes.
     receiver.stop();
     let rss_down = daemon.rss_kib();
-    let applied = dev.status()["source"]["applied"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let applied = applied_digest(&dev);
     publish("601", "1.0.1");
     wait_installed(&dev, dep, Some(&applied), Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(5));
@@ -688,10 +688,7 @@ fn collector_outages_and_bad_answers_do_not_affect_convergence() {
         {"status": 503, "body_size": 20_000_000, "content_type": "text/html"},
         {"close": true},
     ]));
-    let applied = dev.status()["source"]["applied"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let applied = applied_digest(&dev);
     publish("602", "1.0.2");
     wait_installed(&dev, dep, Some(&applied), Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -790,10 +787,7 @@ fn bad_settings_are_named_and_tls_errors_do_not_affect_convergence() {
         receiver.port
     ));
     let daemon = Daemon::start(&dev, &[]);
-    let applied = dev.status()["source"]["applied"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let applied = applied_digest(&dev);
     let package = dev.publish_package(
         "bad",
         &format!(
@@ -843,11 +837,7 @@ fn mutual_tls_to_the_collector() {
         ext = dev.dir.join("client.ext").display(),
     );
     let out = Command::new("sh").args(["-c", &sh]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let mut receiver = Receiver {
         child: None,
         port: common::free_port(),
@@ -910,11 +900,7 @@ fn mutual_tls_to_the_collector() {
         v1 = v1.display(),
     );
     let out = Command::new("sh").args(["-c", &sh]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let v1 = v1.display().to_string();
     let mut env = base.to_vec();
     env.extend([

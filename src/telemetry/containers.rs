@@ -1,7 +1,7 @@
 //! Metrics of the workload containers the agent manages, from one non-streaming Podman stats
 //! call per export (plus the container list that finds them by the agent's labels).
 
-use super::instruments::{Batch, Point, int};
+use super::instruments::{Batch, Point, attr, int};
 use super::proto::{KeyValue, Metric, Value};
 use crate::compose::libpod::{LABEL_PROJECT, LABEL_SERVICE};
 use crate::podman::{ContainerStats, ContainerSummary, Podman, PodmanError};
@@ -70,10 +70,6 @@ fn attributes(c: &ContainerSummary) -> Vec<KeyValue> {
     a
 }
 
-fn dir(k: &str, v: &str) -> Vec<KeyValue> {
-    vec![KeyValue::str(k, v)]
-}
-
 /// The metrics of each container, as (resource attributes, metrics): one OTLP resource per
 /// container, as the semantic conventions model it, so its identifying attributes are sent
 /// once rather than on every point. Cumulative series start when the container started (a
@@ -89,7 +85,7 @@ pub fn record(now: u64, observed: &[Observed]) -> Vec<(Vec<KeyValue>, Vec<Metric
                 "1 when the container's healthcheck passes, else 0 (containers with a healthcheck only).",
                 "1",
                 vec![(
-                    dir("margo.container.health", &c.health),
+                    attr("margo.container.health", &c.health),
                     0,
                     int(u64::from(c.health == "healthy")),
                 )],
@@ -121,12 +117,12 @@ pub fn record(now: u64, observed: &[Observed]) -> Vec<(Vec<KeyValue>, Vec<Metric
                 true,
                 vec![
                     (
-                        dir("network.io.direction", "receive"),
+                        attr("network.io.direction", "receive"),
                         start,
                         int(s.net_input),
                     ),
                     (
-                        dir("network.io.direction", "transmit"),
+                        attr("network.io.direction", "transmit"),
                         start,
                         int(s.net_output),
                     ),
@@ -138,9 +134,9 @@ pub fn record(now: u64, observed: &[Observed]) -> Vec<(Vec<KeyValue>, Vec<Metric
                 "By",
                 true,
                 vec![
-                    (dir("disk.io.direction", "read"), start, int(s.block_input)),
+                    (attr("disk.io.direction", "read"), start, int(s.block_input)),
                     (
-                        dir("disk.io.direction", "write"),
+                        attr("disk.io.direction", "write"),
                         start,
                         int(s.block_output),
                     ),

@@ -122,6 +122,15 @@ impl Batch {
             .collect()
     }
 
+    fn push(&mut self, name: &str, desc: &str, unit: &str, data: Data) {
+        self.metrics.push(Metric {
+            name: name.into(),
+            description: desc.into(),
+            unit: unit.into(),
+            data: Some(data),
+        });
+    }
+
     /// A cumulative Sum (a Counter when `monotonic`, else an UpDownCounter). No points, no
     /// metric: collectors refuse empty ones.
     pub fn sum(&mut self, name: &str, desc: &str, unit: &str, monotonic: bool, points: Vec<Point>) {
@@ -129,16 +138,16 @@ impl Batch {
             return;
         }
         let data_points = self.points(points);
-        self.metrics.push(Metric {
-            name: name.into(),
-            description: desc.into(),
-            unit: unit.into(),
-            data: Some(Data::Sum(Sum {
+        self.push(
+            name,
+            desc,
+            unit,
+            Data::Sum(Sum {
                 data_points,
                 aggregation_temporality: TEMPORALITY_CUMULATIVE,
                 is_monotonic: monotonic,
-            })),
-        });
+            }),
+        );
     }
 
     pub fn gauge(&mut self, name: &str, desc: &str, unit: &str, points: Vec<Point>) {
@@ -146,12 +155,7 @@ impl Batch {
             return;
         }
         let data_points = self.points(points);
-        self.metrics.push(Metric {
-            name: name.into(),
-            description: desc.into(),
-            unit: unit.into(),
-            data: Some(Data::Gauge(Gauge { data_points })),
-        });
+        self.push(name, desc, unit, Data::Gauge(Gauge { data_points }));
     }
 
     pub fn histogram(
@@ -178,16 +182,21 @@ impl Batch {
                 max: (h.count > 0).then_some(h.max),
             })
             .collect();
-        self.metrics.push(Metric {
-            name: name.into(),
-            description: desc.into(),
-            unit: unit.into(),
-            data: Some(Data::Histogram(Histogram {
+        self.push(
+            name,
+            desc,
+            unit,
+            Data::Histogram(Histogram {
                 data_points,
                 aggregation_temporality: TEMPORALITY_CUMULATIVE,
-            })),
-        });
+            }),
+        );
     }
+}
+
+/// The attributes of a point that has one: `key` = `value`.
+pub fn attr(key: &str, value: impl Into<String>) -> Vec<KeyValue> {
+    vec![KeyValue::str(key, value)]
 }
 
 /// `u64` → `Value::AsInt`, saturating.

@@ -30,7 +30,7 @@ use crate::podman::Podman;
 use crate::reconcile::Outcome;
 use crate::state::{Phase, State};
 use export::{Exporter, Sent};
-use instruments::{Batch, int};
+use instruments::{Batch, attr, int};
 use prost::Message;
 use proto::*;
 use std::time::{Duration, Instant, SystemTime};
@@ -59,12 +59,9 @@ pub fn outcome_label(o: &Outcome) -> &'static str {
     }
 }
 
-/// What the exports did so far (for the journal, `--once` runs and the bench).
+/// The size of the last export's request (for the bench).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
-    pub attempts: u64,
-    pub delivered: u64,
-    pub failed: u64,
     /// Size on the wire of the last request.
     pub last_wire_bytes: usize,
     /// Size of the last request before compression.
@@ -80,6 +77,8 @@ pub struct Telemetry {
     device_attributes: Vec<KeyValue>,
     /// Start time of the agent's own cumulative series (the process start).
     start_unix_nano: u64,
+    /// System boot time (Unix seconds), read once: `None` leaves the process metrics out.
+    btime: Option<u64>,
     next: Instant,
     /// Consecutive retryable failures (the backoff step).
     failures: u32,
@@ -154,7 +153,10 @@ impl Telemetry {
             })
             .cloned()
             .collect();
-        let start_unix_nano = process::read().map_or_else(now_unix_nano, |r| r.start_unix_nano);
+        let btime = process::boot_time();
+        let start_unix_nano = btime
+            .and_then(process::read)
+            .map_or_else(now_unix_nano, |r| r.start_unix_nano);
         journal::info(
             &format!(
                 "exporting metrics every {} s to {} ({}{})",
@@ -171,6 +173,7 @@ impl Telemetry {
             resource: Resource { attributes },
             device_attributes,
             start_unix_nano,
+            btime,
             // The first export waits one interval: there is little to say before that.
             next: Instant::now() + settings.interval,
             failures: 0,
@@ -187,17 +190,12 @@ impl Telemetry {
         self.next
     }
 
-    /// Runs the job now on the next turn (tests, `--once`).
-    pub fn set_due(&mut self, at: Instant) {
-        self.next = at;
-    }
-
     /// Builds the request from current values: the agent's resource (agent and process
     /// metrics), then one resource per managed container.
     pub fn collect(&mut self, view: View<'_>) -> ExportMetricsServiceRequest {
         let mut b = Batch::new(now_unix_nano());
         self.record_agent(&mut b, &view);
-        if let Some(r) = process::read() {
+        if let Some(r) = self.btime.and_then(process::read) {
             process::record(&mut b, &r);
         }
         let scope = || {
@@ -249,7 +247,7 @@ impl Telemetry {
     fn record_agent(&self, b: &mut Batch, v: &View<'_>) {
         let start = self.start_unix_nano;
         let m = v.metrics;
-        let result = |r: &str| vec![KeyValue::str("result", r)];
+        let result = |r: &str| attr("result", r);
         b.sum(
             "margo.agent.reconciles",
             "Reconcile passes, by result.",
@@ -311,7 +309,7 @@ impl Telemetry {
                         .filter(|d| d.phase == *p)
                         .count();
                     (
-                        vec![KeyValue::str("margo.deployment.state", p.as_str())],
+                        attr("margo.deployment.state", p.as_str()),
                         start,
                         int(n as u64),
                     )
@@ -332,13 +330,7 @@ impl Telemetry {
             true,
             m.errors
                 .iter()
-                .map(|(code, n)| {
-                    (
-                        vec![KeyValue::str("error.type", code.clone())],
-                        start,
-                        int(*n),
-                    )
-                })
+                .map(|(code, n)| (attr("error.type", code.clone()), start, int(*n)))
                 .collect(),
         );
         if let Some(d) = &v.state.source.applied {
@@ -373,7 +365,6 @@ impl Telemetry {
         let req = self.collect(view);
         let (wire, raw) = self.encode(&req);
         drop(req);
-        self.counts.attempts += 1;
         self.counts.last_raw_bytes = raw;
         self.counts.last_wire_bytes = wire.len();
         let sent = self.exporter.send(&wire);
@@ -381,7 +372,6 @@ impl Telemetry {
         let interval = self.settings.interval;
         match &sent {
             Sent::Delivered | Sent::Partial { .. } => {
-                self.counts.delivered += 1;
                 if self.outage.take().is_some() {
                     journal::notice(
                         &format!(
@@ -397,7 +387,6 @@ impl Telemetry {
                 self.next = now + interval;
             }
             Sent::Retry { after, reason } => {
-                self.counts.failed += 1;
                 self.failed_since += 1;
                 self.failures = self.failures.saturating_add(1);
                 // A Retry-After of 0 (or a date the device clock has passed) must not turn the
@@ -411,7 +400,6 @@ impl Telemetry {
                 ));
             }
             Sent::Dropped { reason } => {
-                self.counts.failed += 1;
                 self.failed_since += 1;
                 self.failures = 0;
                 self.next = now + interval;

@@ -1,8 +1,8 @@
 //! The agent's own process metrics from `/proc/self`, named per the OpenTelemetry process
 //! semantic conventions.
 
-use super::instruments::{Batch, int};
-use super::proto::{KeyValue, Value};
+use super::instruments::{Batch, attr, int};
+use super::proto::Value;
 
 /// `USER_HZ`: the unit of the times in `/proc/<pid>/stat`, 100 on every Linux architecture
 /// the agent is built for (it is part of the kernel ABI, independent of `CONFIG_HZ`).
@@ -20,17 +20,33 @@ pub struct Reading {
     pub open_fds: u64,
 }
 
-/// Reads `/proc/self`; `None` when it cannot (no procfs): the process metrics are then left out.
-pub fn read() -> Option<Reading> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let proc_stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-    parse(&stat, &status, &proc_stat, open_fds)
+/// The system boot time (Unix seconds) from `/proc/stat`: a constant, read once when the
+/// export starts. `None` when it cannot be read (no procfs).
+pub fn boot_time() -> Option<u64> {
+    parse_btime(&std::fs::read_to_string("/proc/stat").ok()?)
 }
 
-/// Parses the three files (split out for tests).
-pub fn parse(stat: &str, status: &str, proc_stat: &str, open_fds: u64) -> Option<Reading> {
+/// The `btime` line of `/proc/stat`.
+pub fn parse_btime(proc_stat: &str) -> Option<u64> {
+    proc_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Reads `/proc/self` (`btime`: [`boot_time`]); `None` when it cannot (no procfs): the
+/// process metrics are then left out.
+pub fn read(btime: u64) -> Option<Reading> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    parse(&stat, &status, btime, open_fds)
+}
+
+/// Parses the two files (split out for tests).
+pub fn parse(stat: &str, status: &str, btime: u64, open_fds: u64) -> Option<Reading> {
     // The command name is in parentheses and may hold spaces: fields count from after it.
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -39,12 +55,6 @@ pub fn parse(stat: &str, status: &str, proc_stat: &str, open_fds: u64) -> Option
     let utime = field(14)?;
     let stime = field(15)?;
     let start_ticks = field(22)?;
-    let btime: u64 = proc_stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
     let kb = |key: &str| -> Option<u64> {
         status
             .lines()
@@ -73,15 +83,18 @@ pub fn parse(stat: &str, status: &str, proc_stat: &str, open_fds: u64) -> Option
 /// Adds the process metrics of `r` to `b`.
 pub fn record(b: &mut Batch, r: &Reading) {
     let start = r.start_unix_nano;
-    let mode = |m: &str| vec![KeyValue::str("cpu.mode", m)];
     b.sum(
         "process.cpu.time",
         "Total CPU seconds broken down by different CPU modes.",
         "s",
         true,
         vec![
-            (mode("user"), start, Value::AsDouble(r.user_s)),
-            (mode("system"), start, Value::AsDouble(r.system_s)),
+            (attr("cpu.mode", "user"), start, Value::AsDouble(r.user_s)),
+            (
+                attr("cpu.mode", "system"),
+                start,
+                Value::AsDouble(r.system_s),
+            ),
         ],
     );
     b.sum(
@@ -124,18 +137,20 @@ mod tests {
         let stat = "4242 (margo agent) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 1 0 1000 12345678 900 18446744073709551615";
         let status = "Name:\tmargo-agent\nVmSize:\t   12056 kB\nVmRSS:\t    3024 kB\n";
         let proc_stat = "cpu  1 2 3\nbtime 1700000000\nprocesses 5\n";
-        let r = parse(stat, status, proc_stat, 7).unwrap();
+        let btime = parse_btime(proc_stat).unwrap();
+        let r = parse(stat, status, btime, 7).unwrap();
         assert_eq!((r.user_s, r.system_s), (2.5, 0.75));
         assert_eq!(r.start_unix_nano, 1_700_000_010_000_000_000);
         assert_eq!(r.rss_bytes, 3024 * 1024);
         assert_eq!(r.virtual_bytes, 12056 * 1024);
         assert_eq!(r.open_fds, 7);
-        assert!(parse("garbage", status, proc_stat, 0).is_none());
+        assert!(parse("garbage", status, btime, 0).is_none());
+        assert!(parse_btime("cpu  1 2 3\n").is_none());
     }
 
     #[test]
     fn reads_this_process() {
-        let r = read().unwrap();
+        let r = read(boot_time().unwrap()).unwrap();
         assert!(r.rss_bytes > 0 && r.virtual_bytes >= r.rss_bytes);
         assert!(r.open_fds >= 3);
         assert!(r.start_unix_nano > 1_600_000_000_000_000_000);

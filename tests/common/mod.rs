@@ -427,3 +427,38 @@ pub fn assert_one_problem<'a>(
     }
     lines[0]
 }
+
+/// An empty directory `target/e2e/<name>` (removed first if a previous run left it).
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = repo().join("target/e2e").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the test directory");
+    dir
+}
+
+/// Writes `dir/config.yaml` for a device without a reachable source or Podman: the source is
+/// plain HTTP on loopback `port` (nothing listens there unless a test puts something there),
+/// the Podman socket does not exist, polling every 1 s backing off to `retry_max`.
+pub fn offline_config(
+    dir: &Path,
+    state_dir: &Path,
+    device_id: &str,
+    port: u16,
+    retry_max: &str,
+) -> PathBuf {
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "device_id: {device_id}\n\
+             desired_state:\n  reference: 127.0.0.1:{port}/fleet/dev/desired:latest\n  poll_interval: 1s\n  poll_jitter: 0s\n  retry_max: {retry_max}\n\
+             registries:\n  - host: \"127.0.0.1:{port}\"\n    plain_http: true\n\
+             podman:\n  socket: {d}/no-podman.sock\n\
+             state_file: {s}/state.json\nwork_dir: {d}/work\n",
+            d = dir.display(),
+            s = state_dir.display()
+        ),
+    )
+    .expect("write the test config");
+    config
+}
