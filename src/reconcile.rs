@@ -358,18 +358,22 @@ impl Agent {
                 return self.refuse(Failure::new(code, message), digest);
             }
         };
-        journal::notice(
-            &format!(
-                "desired state changed to {}{}: {} file(s)",
-                revision.digest.short(),
-                revision
-                    .version
-                    .map(|v| format!(" (version {v})"))
-                    .unwrap_or_default(),
-                files.len()
-            ),
-            &[("DIGEST", revision.digest.as_str())],
+        let line = format!(
+            "desired state changed to {}{}: {} file(s)",
+            revision.digest.short(),
+            revision
+                .version
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default(),
+            files.len()
         );
+        // A revision recorded but not applied yet (Podman down, say) is fetched again on every
+        // poll: announced once, not on every retry.
+        if self.state.source.desired.as_ref() == Some(&revision.digest) {
+            journal::debug(&line, &[("DIGEST", revision.digest.as_str())]);
+        } else {
+            journal::notice(&line, &[("DIGEST", revision.digest.as_str())]);
+        }
         let mut desired = Vec::new();
         for f in &files {
             match model::parse_documents(f.text.as_bytes()) {

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 mod common;
 
-use common::{Bed, Device, deployment, free_port, http_get};
+use common::{Bed, ConfigChanges, Device, deployment, free_port, http_get};
 use std::time::Duration;
 
 /// Fixture: a web service (busybox httpd answering `$GREETING` on a published port) and a
@@ -235,5 +235,33 @@ fn recovers_from_a_corrupt_state_file_using_podman_labels() {
         .collect();
     assert_eq!(aside.len(), 1, "the corrupt file is kept aside");
     assert!(dev.status()["source"]["applied"].is_string());
+    dev.cleanup();
+}
+
+/// A revision recorded while Podman is unreachable is fetched again on every poll until it is
+/// applied; the journal announces it once (notice), the retries only at debug level.
+#[test]
+fn a_revision_waiting_for_podman_is_announced_once() {
+    let dev = Device::new("main-path-no-podman");
+    let repo = dev.publish_package("shop", &shop_compose(free_port(), "v1"), "1.0.0");
+    let out = dev.publish_desired(&[&deployment("main-path-np", "shop", &repo, "1.0.0")], &[]);
+    assert!(out.status.success());
+    let missing = dev.dir.join("no-podman.sock");
+    dev.write_config_with(&ConfigChanges {
+        podman_socket: Some(missing.to_str().unwrap()),
+        ..Default::default()
+    });
+    let announced = |log: &str| {
+        log.lines()
+            .filter(|l| l.starts_with("<5>desired state changed"))
+            .count()
+    };
+    let (code, log) = dev.run_once();
+    assert_eq!(code, 6, "Podman unavailable:\n{log}");
+    assert_eq!(announced(&log), 1, "{log}");
+    let (code, log) = dev.run_once();
+    assert_eq!(code, 6, "{log}");
+    assert_eq!(announced(&log), 0, "announced again:\n{log}");
+    assert!(log.contains("<7>desired state changed"), "{log}");
     dev.cleanup();
 }
